@@ -1,0 +1,140 @@
+"""The per-task gradient engine: one forward, then only the backward work a method needs.
+
+The forward is split at the shared representation `r = trunk(θ_shared, x)`:
+
+1. `jax.vjp` of the trunk gives `r` and the trunk pullback.
+2. `jax.vjp` of all heads and losses, with each head reading *its own copy* of `r`, gives
+   the loss vector `L[T]` and, from one pullback of the all-ones cotangent, every head's
+   own unweighted gradient together with the per-task representation gradients
+   `Z_t = ∂L_t/∂r` (stacked on a leading task axis).
+
+From there:
+
+* loss-based methods (and `rep_grad` mode): the shared gradient is one trunk pullback of
+  `Σ_t w_t Z_t` — exactly the work of `jax.value_and_grad` of `Σ_t w_t L_t`, but with the
+  heads receiving their own unweighted gradient in the same pass;
+* parameter mode: the Jacobian rows `g_t = ∂L_t/∂θ_shared` are the trunk pullback vmapped
+  over the T cotangents `Z_t` (`jax.jacrev`'s strategy, without a second forward), the
+  Gramian is `Σ_leaves J Jᵀ`, and the shared gradient is `Σ_t w_t g_t` from those rows.
+
+Rows are kept as a pytree with a leading task axis (never concatenated into one [T, P]
+matrix inside the step), so Gramians and combinations are leaf-wise sums.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from mtl_jax.losses import masked_mean
+from mtl_jax.models import MultiTaskModel
+from mtl_jax.tasks import Task
+
+PyTree = Any
+
+
+class TaskPullbacks(NamedTuple):
+    """What one forward leaves for the backward choices.
+
+    Attributes:
+      losses: [T] task losses in sorted task-name order.
+      preds: {task: prediction}.
+      rep_grads: per-task gradients of the losses w.r.t. the shared representation,
+        a pytree shaped like the representation with a leading T axis.
+      head_grads: {task: gradient of that task's own (unweighted) loss w.r.t. its head}.
+      trunk_pullback: maps a representation cotangent to the shared-parameter gradient.
+      batch_stats: updated {"shared", "tasks"} batch statistics.
+    """
+
+    losses: jax.Array
+    preds: dict[str, jax.Array]
+    rep_grads: PyTree
+    head_grads: dict[str, PyTree]
+    trunk_pullback: Callable[[PyTree], PyTree]
+    batch_stats: dict[str, PyTree]
+
+
+def forward_with_pullbacks(
+    model: MultiTaskModel,
+    tasks: Mapping[str, Task],
+    params: PyTree,
+    batch_stats: PyTree,
+    batch: Mapping[str, Any],
+    *,
+    train: bool = True,
+) -> TaskPullbacks:
+    """Runs the model once and returns the losses and the pullbacks (see module docstring).
+
+    Args:
+      model: the multi-task model.
+      tasks: task records keyed by name (the same names as the model's heads).
+      params: `{"shared": ..., "tasks": {name: ...}}`.
+      batch_stats: the same split of BatchNorm statistics.
+      batch: `{"image": [B, H, W, C], "targets": {task: [B, ...]}}`, optionally
+        `"valid": [B]` marking real (non-padding) examples.
+      train: BatchNorm mode.
+    """
+    names = model.task_names
+    image = batch["image"]
+    valid = batch.get("valid")
+    if valid is None:
+        valid = jnp.ones(image.shape[:1], dtype=bool)
+
+    def trunk(shared):
+        return model.apply_shared(shared, batch_stats["shared"], image, train=train)
+
+    rep, trunk_pullback, shared_stats = jax.vjp(trunk, params["shared"], has_aux=True)
+
+    def heads(task_params, reps):
+        losses, preds, stats = [], {}, {}
+        for name in names:
+            preds[name], stats[name] = model.apply_head(
+                name, task_params[name], batch_stats["tasks"][name], reps[name], train=train
+            )
+            values, mask = tasks[name].loss(preds[name], batch["targets"][name], valid)
+            losses.append(masked_mean(values, mask))
+        return jnp.stack(losses), (preds, stats)
+
+    losses, heads_pullback, (preds, task_stats) = jax.vjp(
+        heads, params["tasks"], {name: rep for name in names}, has_aux=True
+    )
+    head_grads, rep_cotangents = heads_pullback(jnp.ones_like(losses))
+    rep_grads = jax.tree.map(lambda *z: jnp.stack(z), *(rep_cotangents[n] for n in names))
+    return TaskPullbacks(
+        losses=losses,
+        preds=preds,
+        rep_grads=rep_grads,
+        head_grads=head_grads,
+        trunk_pullback=lambda cotangent: trunk_pullback(cotangent)[0],
+        batch_stats={"shared": shared_stats, "tasks": task_stats},
+    )
+
+
+def shared_jacobian(pullbacks: TaskPullbacks) -> PyTree:
+    """Per-task gradients of the shared parameters: a params-shaped tree with leading T."""
+    return jax.vmap(pullbacks.trunk_pullback)(pullbacks.rep_grads)
+
+
+def gramian(rows: PyTree) -> jax.Array:
+    """`G = J Jᵀ` [T, T] of rows stored as a pytree with a leading task axis (float32)."""
+
+    def leaf_gramian(leaf):
+        flat = leaf.reshape(leaf.shape[0], -1).astype(jnp.float32)
+        return jnp.matmul(flat, flat.T, precision=jax.lax.Precision.HIGHEST)
+
+    return sum(jax.tree.leaves(jax.tree.map(leaf_gramian, rows)))
+
+
+def combine(weights: jax.Array, rows: PyTree) -> PyTree:
+    """`Σ_t w_t row_t` for rows stored as a pytree with a leading task axis."""
+    return jax.tree.map(
+        lambda leaf: jnp.tensordot(weights.astype(leaf.dtype), leaf, axes=1), rows
+    )
+
+
+def shared_gradient_from_rep(pullbacks: TaskPullbacks, weights: jax.Array) -> PyTree:
+    """`∂(Σ_t w_t L_t)/∂θ_shared` by one trunk pullback of `Σ_t w_t Z_t`."""
+    return pullbacks.trunk_pullback(combine(weights, pullbacks.rep_grads))

@@ -1,0 +1,60 @@
+"""Task-weighting methods: each a factory returning `Weighting(init, update, kind)`.
+
+Look a method up by name with `create(name, **kwargs)` (or `getattr` on this module);
+`METHODS` lists every name.
+"""
+
+from __future__ import annotations
+
+import inspect
+import sys
+from typing import Any
+
+from mtl_jax.weighting._aggregate import aggregate, default_task_names
+from mtl_jax.weighting._base import GRAMIAN, LOSS, Weighting
+from mtl_jax.weighting._equal import EqualState, equal
+from mtl_jax.weighting._fixed import FixedState, fixed
+from mtl_jax.weighting._mgda import MGDAState, mgda
+from mtl_jax.weighting._min_norm import MinNormResult, min_norm_simplex
+from mtl_jax.weighting._uncertainty import UncertaintyState, uncertainty
+
+# Every method factory, by the name used in configs.
+METHODS = ("equal", "fixed", "mgda", "uncertainty")
+
+__all__ = [
+    "GRAMIAN",
+    "LOSS",
+    "METHODS",
+    "EqualState",
+    "FixedState",
+    "MGDAState",
+    "MinNormResult",
+    "UncertaintyState",
+    "Weighting",
+    "aggregate",
+    "create",
+    "default_task_names",
+    "equal",
+    "fixed",
+    "mgda",
+    "min_norm_simplex",
+    "uncertainty",
+]
+
+
+def create(name: str, **kwargs: Any) -> Weighting:
+    """Builds method `name` with hyper-parameters `kwargs`, checking both first.
+
+    Raises:
+      ValueError: for an unknown name or keyword; the message lists the valid ones.
+    """
+    if name not in METHODS:
+        raise ValueError(f"unknown weighting method {name!r}; valid methods: {list(METHODS)}")
+    factory = getattr(sys.modules[__name__], name)
+    valid = list(inspect.signature(factory).parameters)
+    unknown = sorted(set(kwargs) - set(valid))
+    if unknown:
+        raise ValueError(
+            f"weighting method {name!r} has no option(s) {unknown}; valid options: {valid}"
+        )
+    return factory(**kwargs)

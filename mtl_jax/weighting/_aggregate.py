@@ -1,0 +1,68 @@
+"""`aggregate`: apply any method to a plain matrix of per-task gradients."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from mtl_jax.weighting._base import GRAMIAN, LOSS, Weighting, stop
+
+
+def default_task_names(num_tasks: int) -> tuple[str, ...]:
+    """Names `task0, task1, …` zero-padded so that sorted order is index order."""
+    width = len(str(max(num_tasks - 1, 0)))
+    return tuple(f"task{i:0{width}d}" for i in range(num_tasks))
+
+
+def aggregate(
+    method: Weighting,
+    jacobian: jax.Array,
+    *,
+    losses: jax.Array | None = None,
+    state: Any = None,
+) -> tuple[jax.Array, jax.Array, Any]:
+    """Combines the rows of a `[T, P]` matrix of task gradients with a weighting method.
+
+    This is the entry point for users who compute per-task gradients themselves (what
+    torchjd users do with `aggregator(matrix)`). It is jittable with `method` static.
+
+    Args:
+      method: a `Weighting`, e.g. `mtl_jax.weighting.mgda()`.
+      jacobian: [T, P] matrix whose row t is the gradient of task t's loss.
+      losses: [T] task losses; required by loss-based methods and by options that use
+        losses (e.g. `mgda(normalization="loss")`).
+      state: the method's state; `None` initialises it (tasks named `task0, task1, …`).
+
+    Returns:
+      `(direction [P], weights [T], new_state)` with `direction = Σ_t w_t J_t`; a descent
+      step is `params - lr * direction`.
+
+    Example:
+      >>> J = jnp.array([[1.0, 0.0], [0.0, 2.0]])
+      >>> direction, weights, _ = aggregate(mgda(), J)
+    """
+    jacobian = jnp.asarray(jacobian)
+    if jacobian.ndim != 2:
+        raise ValueError(f"aggregate: jacobian must be [T, P], got shape {jacobian.shape}")
+    num_tasks = jacobian.shape[0]
+    if losses is not None and jnp.shape(losses) != (num_tasks,):
+        raise ValueError(
+            f"aggregate: losses must have shape ({num_tasks},), got {jnp.shape(losses)}"
+        )
+    if state is None:
+        state = method.init(default_task_names(num_tasks))
+    losses = stop(None if losses is None else jnp.asarray(losses, jnp.float32))
+    jacobian = jax.lax.stop_gradient(jacobian)
+    if method.kind == LOSS:
+        if losses is None:
+            raise ValueError("aggregate: this loss-based method needs `losses`")
+        weights, state, _ = method.update(losses, state)
+    elif method.kind == GRAMIAN:
+        gram = jnp.matmul(jacobian, jacobian.T, precision=jax.lax.Precision.HIGHEST)
+        weights, state, _ = method.update(losses, state, gram)
+    else:
+        raise ValueError(f"aggregate: unsupported method kind {method.kind!r}")
+    direction = jnp.tensordot(weights.astype(jacobian.dtype), jacobian, axes=1)
+    return direction, weights, state
