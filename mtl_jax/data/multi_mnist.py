@@ -60,7 +60,7 @@ def compose_pairs(
         np.maximum(a, images[first[i]], out=a)
         b = canvas[i, centre + bottom : centre + bottom + _SIZE, centre + right : centre + right + _SIZE]
         np.maximum(b, images[second[i]], out=b)
-    resized = np.einsum("hi,nij,wj->nhw", _RESIZE, canvas.astype(np.float64), _RESIZE)
+    resized = _RESIZE @ canvas.astype(np.float64) @ _RESIZE.T
     image = np.clip(np.rint(resized), 0, 255).astype(np.uint8)
     return {
         "image": image[..., None],

@@ -1,0 +1,211 @@
+"""`TrainState` and the jitted multi-task train and eval steps."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from mtl_jax import jacobian
+from mtl_jax.models import MultiTaskModel
+from mtl_jax.tasks import Task
+from mtl_jax.weighting import GRAMIAN, LOSS, Weighting
+
+PyTree = Any
+
+# How task heads are trained (see `make_train_step`).
+HEAD_GRADS = ("unweighted", "weighted")
+
+
+class TrainState(NamedTuple):
+    """Everything a training run carries from step to step; arrays only.
+
+    Attributes:
+      step: int32 scalar, the number of steps taken.
+      params: `{"shared": ..., "tasks": {name: ...}}`.
+      batch_stats: BatchNorm statistics, split like `params`.
+      opt_state: the optax state of `params`.
+      weighting_state: the weighting method's state.
+      rng: the run's base PRNG key (uint32 [2]); the key of step `s` is
+        `fold_in(rng, s)`, so a resumed run draws the same numbers.
+    """
+
+    step: jax.Array
+    params: PyTree
+    batch_stats: PyTree
+    opt_state: PyTree
+    weighting_state: PyTree
+    rng: jax.Array
+
+
+def create_train_state(
+    model: MultiTaskModel,
+    tx: optax.GradientTransformation,
+    weighting: Weighting,
+    image: jax.Array,
+    *,
+    seed: int,
+) -> TrainState:
+    """Initialises the model from an example image batch, the optimizer and the method."""
+    init_rng, rng = jax.random.split(jax.random.PRNGKey(seed))
+    variables = model.init(init_rng, image)
+    return TrainState(
+        step=jnp.asarray(0, jnp.int32),
+        params=variables["params"],
+        batch_stats=variables["batch_stats"],
+        opt_state=tx.init(variables["params"]),
+        weighting_state=weighting.init(model.task_names),
+        rng=rng,
+    )
+
+
+def _cosines(gram: jax.Array) -> jax.Array:
+    norms = jnp.sqrt(jnp.maximum(jnp.diagonal(gram), 0.0))
+    outer = norms[:, None] * norms[None, :]
+    return jnp.where(outer > 0, gram / jnp.where(outer > 0, outer, 1.0), 0.0)
+
+
+def make_train_step(
+    model: MultiTaskModel,
+    tasks: Mapping[str, Task],
+    tx: optax.GradientTransformation,
+    weighting: Weighting,
+    *,
+    rep_grad: bool = False,
+    head_grads: str = "unweighted",
+    jit: bool = True,
+) -> Callable[[TrainState, dict], tuple[TrainState, dict[str, jax.Array]]]:
+    """Builds `step(state, batch) -> (new_state, metrics)`, one jitted program.
+
+    The step runs one forward (`jacobian.forward_with_pullbacks`), then only the backward
+    work the method needs:
+
+    * loss methods: weights from the losses, then one trunk backward of the weighted
+      representation gradients — the work of `jax.value_and_grad(Σ_t w_t L_t)`;
+    * Gramian methods: per-task gradients by a vmapped pullback, either of the shared
+      parameters (default, exact) or, with `rep_grad`, of the shared representation
+      (MGDA-UB's approximation: T head backwards plus one trunk backward); the Gramian
+      `G` [T, T]; weights from `(L, G)`; the shared gradient `Σ_t w_t g_t`.
+
+    Then one optax update of all parameters.
+
+    Args:
+      model, tasks: the multi-task model and its tasks (same names).
+      tx: optax transformation for `{"shared", "tasks"}` gradients.
+      weighting: the method (`mtl_jax.weighting`).
+      rep_grad: Gramian methods use representation gradients instead of parameter ones.
+      head_grads: `"unweighted"` (default; LibMTL and torchjd): each head gets its own
+        task's loss gradient; `"weighted"` (Nash-MTL reference code): it gets `w_t` times it.
+      jit: return the jitted function with the state donated (set False to inspect).
+
+    Returns:
+      The step. `metrics` holds `loss` [T] and `weights` [T] (sorted task order), the
+      method's own metrics under `weighting/<name>`, and for Gramian methods
+      `grad_norm` [T] and `grad_cosine` [T, T].
+    """
+    if head_grads not in HEAD_GRADS:
+        raise ValueError(f"head_grads must be one of {list(HEAD_GRADS)}, got {head_grads!r}")
+    if weighting.kind not in (LOSS, GRAMIAN):
+        raise ValueError(f"unsupported weighting kind {weighting.kind!r}")
+    names = model.task_names
+
+    def step(state: TrainState, batch: dict):
+        pullbacks = jacobian.forward_with_pullbacks(
+            model, tasks, state.params, state.batch_stats, batch, train=True
+        )
+        losses = jax.lax.stop_gradient(pullbacks.losses)
+        metrics = {"loss": losses}
+        if weighting.kind == LOSS:
+            weights, weighting_state, method_metrics = weighting.update(
+                losses, state.weighting_state
+            )
+            shared_grads = jacobian.shared_gradient_from_rep(pullbacks, weights)
+        else:
+            rows = pullbacks.rep_grads if rep_grad else jacobian.shared_jacobian(pullbacks)
+            gram = jacobian.gramian(rows)
+            weights, weighting_state, method_metrics = weighting.update(
+                losses, state.weighting_state, gram
+            )
+            if rep_grad:
+                shared_grads = jacobian.shared_gradient_from_rep(pullbacks, weights)
+            else:
+                shared_grads = jacobian.combine(weights, rows)
+            metrics["grad_norm"] = jnp.sqrt(jnp.maximum(jnp.diagonal(gram), 0.0))
+            metrics["grad_cosine"] = _cosines(gram)
+        weights = jax.lax.stop_gradient(weights)
+        task_grads = pullbacks.head_grads
+        if head_grads == "weighted":
+            task_grads = {
+                name: jax.tree.map(lambda g, w=weights[i]: w * g, task_grads[name])
+                for i, name in enumerate(names)
+            }
+        grads = {"shared": shared_grads, "tasks": task_grads}
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        new_state = TrainState(
+            step=state.step + 1,
+            params=optax.apply_updates(state.params, updates),
+            batch_stats=pullbacks.batch_stats,
+            opt_state=opt_state,
+            weighting_state=weighting_state,
+            rng=state.rng,
+        )
+        metrics["weights"] = weights
+        metrics.update({f"weighting/{k}": v for k, v in method_metrics.items()})
+        return new_state, metrics
+
+    return jax.jit(step, donate_argnums=0) if jit else step
+
+
+def make_eval_step(
+    model: MultiTaskModel, tasks: Mapping[str, Task]
+) -> Callable[[PyTree, PyTree, dict], dict[str, dict[str, jax.Array]]]:
+    """Builds the jitted `eval_step(params, batch_stats, batch) -> {task: stats}`.
+
+    Statistics are additive (see `mtl_jax.tasks`); besides each task's own, `loss_sum` and
+    `loss_count` give the split-level mean loss. Padding examples (`valid` false) count
+    for nothing.
+    """
+
+    def eval_step(params, batch_stats, batch):
+        preds, _ = model.apply({"params": params, "batch_stats": batch_stats}, batch["image"])
+        valid = batch["valid"]
+        stats = {}
+        for name in model.task_names:
+            target = batch["targets"][name]
+            values, mask = tasks[name].loss(preds[name], target, valid)
+            mask = jnp.broadcast_to(mask, values.shape).astype(jnp.float32)
+            stats[name] = {
+                **tasks[name].metric_stats(preds[name], target, valid),
+                "loss_sum": jnp.sum(values * mask),
+                "loss_count": jnp.sum(mask),
+            }
+        return stats
+
+    return jax.jit(eval_step)
+
+
+def evaluate(
+    eval_step: Callable,
+    params: PyTree,
+    batch_stats: PyTree,
+    batches,
+    tasks: Mapping[str, Task],
+) -> dict[str, float]:
+    """Runs `eval_step` over `batches` and returns `{"<task>/<metric>": value}`."""
+    totals = None
+    for batch in batches:
+        stats = jax.device_get(eval_step(params, batch_stats, batch))
+        totals = stats if totals is None else jax.tree.map(np.add, totals, stats)
+    if totals is None:
+        raise ValueError("evaluation got no batches (empty split?)")
+    results = {}
+    for name in sorted(totals):
+        task_stats = totals[name]
+        results[f"{name}/loss"] = float(task_stats["loss_sum"] / max(task_stats["loss_count"], 1))
+        for metric, value in tasks[name].compute_metrics(task_stats).items():
+            results[f"{name}/{metric}"] = value
+    return results

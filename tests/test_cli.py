@@ -1,0 +1,95 @@
+"""The experiment CLI end to end on the tiny offline build."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_cli(workdir, *overrides, config="test.py", data_dir=None):
+    env = dict(os.environ)
+    if data_dir:
+        env["MTL_JAX_DATA_DIR"] = data_dir
+    return subprocess.run(
+        [
+            sys.executable, "-m", "experiments.main",
+            "--config", str(ROOT / "experiments" / "configs" / config),
+            "--workdir", str(workdir), "--no-progress", *overrides,
+        ],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("method", ["equal", "mgda", "uncertainty"])
+def test_test_config_trains_end_to_end(tmp_path, tiny_multi_mnist, data_dir, method):
+    workdir = tmp_path / "run"
+    result = run_cli(workdir, f"--config.weighting.name={method}", data_dir=data_dir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    results = json.loads((workdir / "results.json").read_text())
+    assert results["steps"] == 30
+    assert results["config"]["weighting"]["name"] == method
+    assert results["train_wall_s"] < 60
+    for key in ("left/accuracy", "right/accuracy", "boundary/f1", "boundary/ods_f", "left/loss"):
+        assert 0.0 <= results["final"][key] < float("inf"), key
+    # Chance is 0.1; 30 steps on the tiny build already beat it.
+    assert results["final"]["left/accuracy"] > 0.15
+    lines = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    assert [line["step"] for line in lines] == list(range(1, 31))
+    assert set(lines[0]["loss"]) == set(lines[0]["weights"]) == {"boundary", "left", "right"}
+    assert (workdir / "params.msgpack").stat().st_size > 0
+    assert "left" in result.stdout and "accuracy=" in result.stdout
+
+
+def test_mgda_logs_solver_metrics(tmp_path, tiny_multi_mnist, data_dir):
+    workdir = tmp_path / "run"
+    result = run_cli(
+        workdir, "--config.weighting.name=mgda", "--config.num_steps=3", "--config.weighting.rep_grad=true",
+        data_dir=data_dir,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    line = json.loads((workdir / "metrics.jsonl").read_text().splitlines()[-1])
+    assert line["weighting/solver_iterations"] >= 0 and line["weighting/solver_gap"] <= 1e-5
+    assert len(line["grad_cosine"]) == 3 and abs(sum(line["weights"].values()) - 1) < 1e-5
+
+
+def test_unknown_method_stops_before_compiling(tmp_path):
+    workdir = tmp_path / "run"
+    result = run_cli(workdir, "--config.weighting.name=nash")
+    assert result.returncode == 2
+    assert "unknown weighting method 'nash'" in result.stderr
+    assert "valid methods: ['equal', 'fixed', 'mgda', 'uncertainty']" in result.stderr
+    assert not workdir.exists()
+
+
+def test_unknown_config_key(tmp_path):
+    result = run_cli(tmp_path / "run", "--config.optimizer.lr=0.1")
+    assert result.returncode == 2
+    assert "unknown config key 'optimizer.lr'" in result.stderr and "learning_rate" in result.stderr
+
+
+def test_existing_workdir_is_never_overwritten(tmp_path):
+    workdir = tmp_path / "run"
+    workdir.mkdir()
+    (workdir / "results.json").write_text("precious")
+    result = run_cli(workdir)
+    assert result.returncode == 2
+    assert str(workdir) in result.stderr and "not empty" in result.stderr
+    assert (workdir / "results.json").read_text() == "precious"
+
+
+def test_seed_example_runs(tmp_path, tiny_shapes, data_dir):
+    workdir = tmp_path / "run"
+    result = run_cli(
+        workdir, "--config.dataset.config=tiny", "--config.num_steps=20", config="seed_example.py",
+        data_dir=data_dir,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    final = json.loads((workdir / "results.json").read_text())["final"]
+    assert set(final) >= {"shape/accuracy", "boundary/f1", "boundary/ods_f"}

@@ -1,0 +1,97 @@
+"""Configs: overrides typed, unknown keys and methods rejected before any compilation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import jax
+import pytest
+
+from mtl_jax.config import ConfigError, load_config
+from mtl_jax.experiment import build_experiment
+
+CONFIGS = Path(__file__).resolve().parents[1] / "experiments" / "configs"
+EXPERIMENT_CONFIGS = ["multi_mnist.py", "seed_example.py", "test.py"]
+
+
+@pytest.mark.parametrize("name", EXPERIMENT_CONFIGS)
+def test_shipped_configs_build(name):
+    experiment = build_experiment(load_config(CONFIGS / name))
+    assert experiment.task_names
+
+
+def test_overrides_are_typed():
+    config = load_config(
+        CONFIGS / "test.py",
+        [
+            "num_steps=7",
+            "optimizer.learning_rate=0.01",
+            "weighting.rep_grad=true",
+            "weighting.name=mgda",
+            "weighting.kwargs.normalization=l2",
+            "weighting.kwargs.max_iters=50",
+            "model.head_hidden=(32, 16)",
+        ],
+    )
+    assert config.num_steps == 7 and config.optimizer.learning_rate == 0.01
+    assert config.weighting.rep_grad is True
+    assert config.weighting.kwargs.to_dict() == {"normalization": "l2", "max_iters": 50}
+    assert tuple(config.model.head_hidden) == (32, 16)
+    build_experiment(config)
+
+
+def test_fixed_weights_from_the_command_line():
+    config = load_config(
+        CONFIGS / "test.py",
+        ["weighting.name=fixed", "weighting.kwargs.weights={'left': 1.0, 'right': 2.0}", "tasks=left,right"],
+    )
+    build_experiment(config)
+    config = load_config(
+        CONFIGS / "test.py",
+        ["weighting.name=fixed", "weighting.kwargs.weights={'left': 1.0, 'right': 2.0}"],
+    )
+    with pytest.raises(ConfigError, match=r"\['left', 'right'\].*\['boundary', 'left', 'right'\]"):
+        build_experiment(config)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["weighting.name=magic"], r"unknown weighting method 'magic'; valid methods: \['equal'"),
+        (["weighting.name=mgda", "weighting.kwargs.norm=l2"], r"no option\(s\) \['norm'\]; valid options: \['normalization'"),
+        (["model.trunk=vgg"], r"'model.trunk': unknown value 'vgg'; valid: \['lenet'"),
+        (["tasks=left,middle"], r"\['middle'\] not provided.*available \['boundary', 'left', 'right'\]"),
+        (["dataset.name=imagenet"], r"unknown dataset 'imagenet'; valid: \['multi_mnist', 'shapes'\]"),
+        (["weighting.rep_grad=true"], "does not use per-task gradients"),
+        (["optimizer.schedule=step"], r"valid: \['constant', 'cosine'\]"),
+        (["batch_size=0"], "'batch_size' must be >= 1"),
+    ],
+)
+def test_invalid_settings_name_the_key_and_choices(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        build_experiment(load_config(CONFIGS / "test.py", overrides))
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("learning_rate=0.1", r"unknown config key 'learning_rate'; valid keys under <top>: \["),
+        ("optimizer.lr=0.1", r"valid keys under optimizer: \['final_lr_fraction'"),
+        ("num_steps=ten", "'num_steps' expects a int"),
+        ("num_steps=1.5", "expects an int"),
+        ("weighting.rep_grad=maybe", "expects a bool"),
+        ("seed", "not of the form key=value"),
+    ],
+)
+def test_invalid_overrides(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(CONFIGS / "test.py", [override])
+
+
+def test_errors_come_before_any_compilation(monkeypatch):
+    def no_compile(*args, **kwargs):
+        raise AssertionError("compiled before validating")
+
+    monkeypatch.setattr(jax, "jit", no_compile)
+    with pytest.raises(ConfigError, match="valid methods"):
+        build_experiment(load_config(CONFIGS / "test.py", ["weighting.name=pcgradd"]))

@@ -1,0 +1,98 @@
+"""`mgda`: the KKT conditions of the min-norm problem, on random and degenerate Gramians."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from mtl_jax import weighting
+from tests.banks import jacobian_bank
+
+
+def _check_kkt(gram, w, tol):
+    """(Gw)_t = wᵀGw where w_t > 0 and (Gw)_t ≥ wᵀGw elsewhere, relative to max diag."""
+    gram = np.asarray(gram, np.float64)
+    w = np.asarray(w, np.float64)
+    scale = max(np.max(np.diagonal(gram)), 1e-300)
+    gw = gram @ w
+    value = w @ gw
+    assert np.all(w >= 0) and abs(np.sum(w) - 1) < 1e-5
+    assert np.all(gw >= value - tol * scale), (gw, value)
+    support = w > 1e-6
+    assert np.all(np.abs(gw[support] - value) <= tol * scale), (gw[support], value)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_kkt_on_random_gramians(seed):
+    rng = np.random.default_rng(seed)
+    num_tasks = int(rng.integers(2, 12))
+    rank = int(rng.integers(1, num_tasks + 3))
+    jac = rng.normal(size=(num_tasks, rank)) @ rng.normal(size=(rank, 40))
+    gram = jnp.asarray(jac @ jac.T, jnp.float32)
+    result = weighting.min_norm_simplex(gram, tol=1e-6, max_iters=1000)
+    assert int(result.iterations) < 1000, "did not converge"
+    _check_kkt(gram, result.weights, tol=1e-5)
+
+
+@pytest.mark.parametrize("case", sorted(jacobian_bank()))
+def test_kkt_and_descent_on_bank(case):
+    jac = jacobian_bank()[case].astype(np.float64)
+    direction, w, _ = weighting.aggregate(
+        weighting.mgda(tol=1e-6, max_iters=2000), jnp.asarray(jac, jnp.float32)
+    )
+    gram = jac @ jac.T
+    _check_kkt(gram, w, tol=1e-4)
+    # g_t · d ≥ ‖d‖²: no task gets worse to first order.
+    d = np.asarray(direction, np.float64)
+    scale = max(np.max(np.diagonal(gram)), 1e-300)
+    assert np.all(jac @ d >= d @ d - 1e-4 * scale), case
+
+
+def test_two_task_closed_form():
+    g1, g2 = np.array([1.0, 0.0]), np.array([0.5, 2.0])
+    # argmin_γ ‖γ g1 + (1 − γ) g2‖² = (g2 − g1)·g2 / ‖g1 − g2‖²
+    gamma = (g2 - g1) @ g2 / np.sum((g1 - g2) ** 2)
+    _, w, _ = weighting.aggregate(weighting.mgda(), jnp.asarray([g1, g2], jnp.float32))
+    np.testing.assert_allclose(w, [gamma, 1 - gamma], rtol=1e-5)
+
+
+def test_normalizations_rescale_rows():
+    jac = jnp.asarray([[3.0, 0.0], [0.0, 1.0]])
+    losses = jnp.asarray([2.0, 0.5])
+    # l2: unit rows e1, e2 → equal weights.
+    _, w, _ = weighting.aggregate(weighting.mgda(normalization="l2"), jac)
+    np.testing.assert_allclose(w, [0.5, 0.5], atol=1e-5)
+    # loss: rows (1.5, 0) and (0, 2) → w ∝ (1/1.5², 1/2²).
+    _, w, _ = weighting.aggregate(weighting.mgda(normalization="loss"), jac, losses=losses)
+    expected = np.array([1 / 2.25, 1 / 4.0])
+    np.testing.assert_allclose(w, expected / expected.sum(), atol=1e-5)
+    with pytest.raises(ValueError, match="needs the task losses"):
+        weighting.aggregate(weighting.mgda(normalization="loss+"), jac)
+    with pytest.raises(ValueError, match="normalization must be one of"):
+        weighting.mgda(normalization="l1")
+
+
+def test_zero_gramian_gives_uniform_weights():
+    result = weighting.min_norm_simplex(jnp.zeros((4, 4)))
+    np.testing.assert_allclose(result.weights, 0.25)
+    assert int(result.iterations) == 0
+
+
+def test_scale_invariance():
+    jac = jacobian_bank()["random4"]
+    _, w1, _ = weighting.aggregate(weighting.mgda(), jnp.asarray(jac))
+    _, w2, _ = weighting.aggregate(weighting.mgda(), jnp.asarray(jac * 1e-6))
+    np.testing.assert_allclose(w1, w2, atol=1e-4)
+
+
+def test_reports_solver_metrics_under_jit():
+    gram = jnp.asarray(np.diag([1.0, 2.0, 3.0]), jnp.float32)
+    method = weighting.mgda()
+    weights, _, metrics = jax.jit(method.update)(jnp.ones(3), method.init(("a", "b", "c")), gram)
+    assert int(metrics["solver_iterations"]) > 0
+    assert float(metrics["solver_gap"]) <= 1e-5
+    # Orthogonal rows: w ∝ 1 / ‖g_t‖².
+    expected = 1 / np.array([1.0, 2.0, 3.0])
+    np.testing.assert_allclose(weights, expected / expected.sum(), atol=1e-4)

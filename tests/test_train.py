@@ -1,0 +1,117 @@
+"""The jitted train step: topology, gradients routed as documented, no recompilation."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from mtl_jax import weighting
+from mtl_jax.losses import masked_mean
+from mtl_jax.train import create_train_state, make_train_step
+from tests.helpers import multi_mnist_setup, relative_error
+
+
+def test_parameter_tree_is_exactly_shared_and_tasks():
+    tasks, model, variables, _ = multi_mnist_setup()
+    assert set(variables) == {"params", "batch_stats"}
+    for collection in variables.values():
+        assert set(collection) == {"shared", "tasks"}
+        assert set(collection["tasks"]) == set(tasks)
+    assert set(variables["params"]["shared"]) == {"Conv_0", "Conv_1", "Dense_0"}
+
+
+@pytest.mark.parametrize("method", ["equal", "mgda"])
+def test_train_step_compiles_once(method):
+    tasks, model, _, batch = multi_mnist_setup()
+    tx = optax.adam(1e-3)
+    w = weighting.create(method)
+    state = create_train_state(model, tx, w, batch["image"], seed=0)
+    step = make_train_step(model, tasks, tx, w)
+    state, _ = step(state, batch)
+    state, metrics = step(state, batch)
+    assert step._cache_size() == 1
+    assert int(state.step) == 2
+    assert metrics["loss"].shape == (3,) and metrics["weights"].shape == (3,)
+
+
+def _grad_recorder() -> optax.GradientTransformation:
+    """An 'optimizer' that keeps the last gradients in its state and changes nothing."""
+    return optax.GradientTransformation(
+        init=lambda params: jax.tree.map(jnp.zeros_like, params),
+        update=lambda grads, state, params=None: (jax.tree.map(jnp.zeros_like, grads), grads),
+    )
+
+
+def _objective_grads(model, tasks, state, batch, weights):
+    """Plain `jax.grad` of Σ_t w_t L_t and of Σ_t L_t."""
+
+    def task_losses(params):
+        preds, _ = model.apply(
+            {"params": params, "batch_stats": state.batch_stats}, batch["image"], train=True
+        )
+        valid = jnp.ones(batch["image"].shape[0], bool)
+        return jnp.stack(
+            [masked_mean(*tasks[n].loss(preds[n], batch["targets"][n], valid)) for n in model.task_names]
+        )
+
+    weighted = jax.grad(lambda p: jnp.dot(weights, task_losses(p)))(state.params)
+    unweighted = jax.grad(lambda p: jnp.sum(task_losses(p)))(state.params)
+    return weighted, unweighted
+
+
+@pytest.mark.parametrize("head_grads", ["unweighted", "weighted"])
+def test_loss_method_gradients(head_grads):
+    """Shared params get ∇(Σ w L); heads their own loss gradient (optionally × w_t)."""
+    tasks, model, _, batch = multi_mnist_setup()
+    weights = {"boundary": 0.5, "left": 2.0, "right": 0.25}
+    w = weighting.fixed(weights=weights)
+    vector = jnp.asarray([weights[n] for n in model.task_names])
+    tx = _grad_recorder()
+    state = create_train_state(model, tx, w, batch["image"], seed=0)
+    weighted, unweighted = _objective_grads(model, tasks, state, batch, vector)
+    step = make_train_step(model, tasks, tx, w, head_grads=head_grads, jit=False)
+    got = step(state, batch)[0].opt_state
+    want_heads = weighted["tasks"] if head_grads == "weighted" else unweighted["tasks"]
+    for a, b in zip(jax.tree.leaves(got["shared"]), jax.tree.leaves(weighted["shared"]), strict=True):
+        assert relative_error(a, b) <= 1e-5
+    for a, b in zip(jax.tree.leaves(got["tasks"]), jax.tree.leaves(want_heads), strict=True):
+        assert relative_error(a, b) <= 1e-5
+
+
+def test_gramian_method_uses_its_weights_on_parameter_gradients():
+    tasks, model, _, batch = multi_mnist_setup()
+    w = weighting.mgda()
+    tx = _grad_recorder()
+    state = create_train_state(model, tx, w, batch["image"], seed=0)
+    new_state, metrics = make_train_step(model, tasks, tx, w, jit=False)(state, batch)
+    weighted, unweighted = _objective_grads(model, tasks, state, batch, metrics["weights"])
+    got = new_state.opt_state
+    for a, b in zip(jax.tree.leaves(got["shared"]), jax.tree.leaves(weighted["shared"]), strict=True):
+        assert relative_error(a, b) <= 1e-5
+    for a, b in zip(jax.tree.leaves(got["tasks"]), jax.tree.leaves(unweighted["tasks"]), strict=True):
+        assert relative_error(a, b) <= 1e-5
+    np.testing.assert_allclose(np.sum(metrics["weights"]), 1.0, rtol=1e-5)
+    assert metrics["grad_cosine"].shape == (3, 3)
+    np.testing.assert_allclose(np.diagonal(metrics["grad_cosine"]), 1.0, rtol=1e-5)
+
+
+def test_rep_grad_mode_runs_and_differs_from_parameter_mode():
+    tasks, model, _, batch = multi_mnist_setup()
+    w = weighting.mgda()
+    tx = optax.sgd(1.0)
+    state = create_train_state(model, tx, w, batch["image"], seed=0)
+    _, param_metrics = make_train_step(model, tasks, tx, w, jit=False)(state, batch)
+    _, rep_metrics = make_train_step(model, tasks, tx, w, rep_grad=True, jit=False)(state, batch)
+    assert np.all(np.isfinite(rep_metrics["weights"]))
+    np.testing.assert_allclose(np.sum(rep_metrics["weights"]), 1.0, rtol=1e-5)
+    # Different Gramians (parameter vs representation gradients) give different norms.
+    assert not np.allclose(param_metrics["grad_norm"], rep_metrics["grad_norm"])
+
+
+def test_invalid_head_grads_rejected():
+    tasks, model, _, _ = multi_mnist_setup()
+    with pytest.raises(ValueError, match="head_grads must be one of"):
+        make_train_step(model, tasks, optax.sgd(1.0), weighting.equal(), head_grads="both")

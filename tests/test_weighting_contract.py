@@ -1,0 +1,83 @@
+"""Every method through the same contract (STYLE rule 12)."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from mtl_jax import weighting
+from tests.banks import jacobian_bank
+
+# Options a method cannot run without (the rest use their defaults).
+REQUIRED_OPTIONS = {"fixed": {"weights": {"task0": 1.0, "task1": 2.0, "task2": 0.5}}}
+
+
+def build(name: str, num_tasks: int = 3) -> weighting.Weighting:
+    options = dict(REQUIRED_OPTIONS.get(name, {}))
+    if name == "fixed":
+        options["weights"] = {n: 1.0 + i for i, n in enumerate(weighting.default_task_names(num_tasks))}
+    return weighting.create(name, **options)
+
+
+def test_every_exported_method_is_listed_and_builds():
+    for name in weighting.METHODS:
+        assert name in weighting.__all__
+        method = build(name)
+        assert method.kind in (weighting.LOSS, weighting.GRAMIAN)
+
+
+@pytest.mark.parametrize("name", weighting.METHODS)
+def test_contract(name):
+    method = build(name)
+    names = weighting.default_task_names(3)
+    state = method.init(names)
+    rng = np.random.default_rng(0)
+    jac = jnp.asarray(rng.normal(size=(3, 20)), jnp.float32)
+    losses = jnp.asarray([0.5, 1.0, 2.0])
+    aggregate = jax.jit(lambda j, l, s: weighting.aggregate(method, j, losses=l, state=s))
+    direction, weights, new_state = aggregate(jac, losses, state)
+    direction, weights, new_state = aggregate(jac * 2, losses * 3, new_state)
+    assert aggregate._cache_size() == 1, "recompiled on the second call"
+    assert weights.shape == (3,) and direction.shape == (20,)
+    assert np.all(np.isfinite(weights)) and np.all(np.isfinite(direction))
+    assert jax.tree.structure(new_state) == jax.tree.structure(state)
+    for a, b in zip(jax.tree.leaves(new_state), jax.tree.leaves(state), strict=True):
+        assert a.shape == b.shape and a.dtype == b.dtype
+
+
+@pytest.mark.parametrize("name", weighting.METHODS)
+@pytest.mark.parametrize("case", sorted(jacobian_bank()))
+def test_finite_on_bank(name, case):
+    jac = jnp.asarray(jacobian_bank()[case])
+    method = build(name, jac.shape[0])
+    losses = jnp.linspace(0.5, 2.0, jac.shape[0])
+    direction, weights, _ = weighting.aggregate(method, jac, losses=losses)
+    assert np.all(np.isfinite(weights)), case
+    assert np.all(np.isfinite(direction)), case
+
+
+@pytest.mark.parametrize("name", weighting.METHODS)
+def test_converges_on_conflicting_quadratics(name):
+    """Tasks L_t = ‖x − a_t‖²/2 conflict; descent must end on their Pareto set."""
+    targets = jnp.asarray([[1.0, 0.0], [0.0, 1.0], [-1.0, -1.0]])
+    method = build(name, 3)
+    state = method.init(weighting.default_task_names(3))
+
+    @jax.jit
+    def step(x, state):
+        jac = x[None, :] - targets
+        losses = 0.5 * jnp.sum(jac**2, axis=1)
+        direction, _, state = weighting.aggregate(method, jac, losses=losses, state=state)
+        return x - 0.1 * direction, state
+
+    x = jnp.asarray([3.0, 3.0])
+    for _ in range(300):
+        x, state = step(x, state)
+    # The Pareto set of these quadratics is the triangle spanned by the targets: the
+    # origin-centred point must satisfy x = Σ λ_t a_t with λ on the simplex.
+    lam = np.linalg.lstsq(
+        np.vstack([np.asarray(targets).T, np.ones(3)]), np.append(np.asarray(x), 1.0), rcond=None
+    )[0]
+    assert np.all(lam >= -1e-2), (name, np.asarray(x), lam)
