@@ -95,7 +95,9 @@ def set_value(config: ml_collections.ConfigDict, key: str, text: str) -> None:
     for depth, part in enumerate(parts[:-1]):
         if part not in node:
             prefix = ".".join(parts[:depth]) or "<top>"
-            raise ConfigError(f"unknown config key {key!r}; valid keys under {prefix}: {sorted(node)}")
+            raise ConfigError(
+                f"unknown config key {key!r}; valid keys under {prefix}: {sorted(node)}"
+            )
         node = node[part]
     last = parts[-1]
     parent = ".".join(parts[:-1])

@@ -68,7 +68,9 @@ def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransform
     _choice(opt.name, OPTIMIZERS, "optimizer.name")
     _choice(opt.schedule, SCHEDULES, "optimizer.schedule")
     if not opt.learning_rate > 0:
-        raise ConfigError(f"config key 'optimizer.learning_rate' must be > 0, got {opt.learning_rate}")
+        raise ConfigError(
+            f"config key 'optimizer.learning_rate' must be > 0, got {opt.learning_rate}"
+        )
     if opt.schedule == "constant":
         lr = optax.constant_schedule(opt.learning_rate)
     else:
@@ -202,7 +204,9 @@ def train_and_evaluate(
     exp = build_experiment(config)
     names = exp.task_names
     builder = data.prepare(
-        exp.spec, config=config.dataset.config, data_dir=config.dataset.data_dir or default_data_dir()
+        exp.spec,
+        config=config.dataset.config,
+        data_dir=config.dataset.data_dir or default_data_dir(),
     )
     train_arrays = data.load_split(builder, "train")
     test_arrays = data.load_split(builder, "test")

@@ -130,9 +130,7 @@ def gramian(rows: PyTree) -> jax.Array:
 
 def combine(weights: jax.Array, rows: PyTree) -> PyTree:
     """`Σ_t w_t row_t` for rows stored as a pytree with a leading task axis."""
-    return jax.tree.map(
-        lambda leaf: jnp.tensordot(weights.astype(leaf.dtype), leaf, axes=1), rows
-    )
+    return jax.tree.map(lambda leaf: jnp.tensordot(weights.astype(leaf.dtype), leaf, axes=1), rows)
 
 
 def shared_gradient_from_rep(pullbacks: TaskPullbacks, weights: jax.Array) -> PyTree:

@@ -82,7 +82,6 @@ class Classification(Task):
     num_classes: int = 10
     ignore_label: int = -1
 
-
     @property
     def output_shape(self):
         return (self.num_classes,)
@@ -126,7 +125,6 @@ class BinaryLabels(Task):
     """
 
     num_labels: int = 1
-
 
     @property
     def output_shape(self):

@@ -38,10 +38,11 @@ def test_test_config_trains_end_to_end(tmp_path, tiny_multi_mnist, data_dir, met
     assert results["train_wall_s"] < 60
     for key in ("left/accuracy", "right/accuracy", "boundary/f1", "boundary/ods_f", "left/loss"):
         assert 0.0 <= results["final"][key] < float("inf"), key
-    # Chance is 0.1; 30 steps on the tiny build already beat it.
-    assert results["final"]["left/accuracy"] > 0.15
     lines = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
     assert [line["step"] for line in lines] == list(range(1, 31))
+    # Training reduces the total loss (mean of the first vs the last five steps).
+    totals = [sum(line["loss"].values()) for line in lines]
+    assert sum(totals[-5:]) < sum(totals[:5])
     assert set(lines[0]["loss"]) == set(lines[0]["weights"]) == {"boundary", "left", "right"}
     assert (workdir / "params.msgpack").stat().st_size > 0
     assert "left" in result.stdout and "accuracy=" in result.stdout
@@ -50,9 +51,12 @@ def test_test_config_trains_end_to_end(tmp_path, tiny_multi_mnist, data_dir, met
 def test_mgda_logs_solver_metrics(tmp_path, tiny_multi_mnist, data_dir):
     workdir = tmp_path / "run"
     result = run_cli(
-        workdir, "--config.weighting.name=mgda", "--config.num_steps=3", "--config.weighting.rep_grad=true",
+        workdir,
+        "--config.weighting.name=mgda",
+        "--config.num_steps=3",
+        "--config.weighting.rep_grad=true",
         data_dir=data_dir,
-    )  # fmt: skip
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     line = json.loads((workdir / "metrics.jsonl").read_text().splitlines()[-1])
     assert line["weighting/solver_iterations"] >= 0 and line["weighting/solver_gap"] <= 1e-5

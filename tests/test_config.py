@@ -43,7 +43,11 @@ def test_overrides_are_typed():
 def test_fixed_weights_from_the_command_line():
     config = load_config(
         CONFIGS / "test.py",
-        ["weighting.name=fixed", "weighting.kwargs.weights={'left': 1.0, 'right': 2.0}", "tasks=left,right"],
+        [
+            "weighting.name=fixed",
+            "weighting.kwargs.weights={'left': 1.0, 'right': 2.0}",
+            "tasks=left,right",
+        ],
     )
     build_experiment(config)
     config = load_config(
@@ -58,10 +62,19 @@ def test_fixed_weights_from_the_command_line():
     ("overrides", "message"),
     [
         (["weighting.name=magic"], r"unknown weighting method 'magic'; valid methods: \['equal'"),
-        (["weighting.name=mgda", "weighting.kwargs.norm=l2"], r"no option\(s\) \['norm'\]; valid options: \['normalization'"),
+        (
+            ["weighting.name=mgda", "weighting.kwargs.norm=l2"],
+            r"no option\(s\) \['norm'\]; valid options: \['normalization'",
+        ),
         (["model.trunk=vgg"], r"'model.trunk': unknown value 'vgg'; valid: \['lenet'"),
-        (["tasks=left,middle"], r"\['middle'\] not provided.*available \['boundary', 'left', 'right'\]"),
-        (["dataset.name=imagenet"], r"unknown dataset 'imagenet'; valid: \['multi_mnist', 'shapes'\]"),
+        (
+            ["tasks=left,middle"],
+            r"\['middle'\] not provided.*available \['boundary', 'left', 'right'\]",
+        ),
+        (
+            ["dataset.name=imagenet"],
+            r"unknown dataset 'imagenet'; valid: \['multi_mnist', 'shapes'\]",
+        ),
         (["weighting.rep_grad=true"], "does not use per-task gradients"),
         (["optimizer.schedule=step"], r"valid: \['constant', 'cosine'\]"),
         (["batch_size=0"], "'batch_size' must be >= 1"),

@@ -98,7 +98,9 @@ def test_train_batches_are_deterministic_and_cover_each_epoch(tiny_multi_mnist):
     for batch in epoch:
         np.testing.assert_array_equal(batch["image"], next(b)["image"])
     images = np.concatenate([x["image"] for x in epoch]).reshape(2048, -1)
-    assert len({row.tobytes() for row in images}) == len({row.tobytes() for row in arrays["image"].reshape(2048, -1)})
+    assert len({row.tobytes() for row in images}) == len(
+        {row.tobytes() for row in arrays["image"].reshape(2048, -1)}
+    )
     # The next epoch is a different order.
     assert not np.array_equal(next(a)["image"], epoch[0]["image"])
 

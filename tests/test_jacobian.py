@@ -37,7 +37,9 @@ def test_jacobian_rows_equal_per_task_grad(trunk):
     for index, name in enumerate(model.task_names):
         expected = jax.grad(_task_loss(model, tasks, variables, batch, name))(variables["params"])
         row = jax.tree.map(lambda leaf, i=index: leaf[i], rows)
-        for got, want in zip(jax.tree.leaves(row), jax.tree.leaves(expected["shared"]), strict=True):
+        for got, want in zip(
+            jax.tree.leaves(row), jax.tree.leaves(expected["shared"]), strict=True
+        ):
             assert relative_error(got, want) <= 1e-5, name
         # Each head gets exactly its own task's gradient.
         for got, want in zip(
@@ -59,7 +61,9 @@ def test_rep_grads_are_gradients_wrt_representation():
     for index, name in enumerate(model.task_names):
 
         def head_loss(r, name=name):
-            pred, _ = model.apply_head(name, params["tasks"][name], stats["tasks"][name], r, train=True)
+            pred, _ = model.apply_head(
+                name, params["tasks"][name], stats["tasks"][name], r, train=True
+            )
             return masked_mean(*tasks[name].loss(pred, batch["targets"][name], valid))
 
         assert relative_error(pullbacks.rep_grads[index], jax.grad(head_loss)(rep)) <= 1e-5

@@ -64,7 +64,9 @@ def test_class_balanced_bce_weights():
     logits = jnp.zeros((1, 2, 2))
     values = losses.class_balanced_bce(logits, labels, jnp.ones((1, 2, 2)))
     log2 = np.log(2.0)
-    np.testing.assert_allclose(values[0], [[1.5 * log2, 0.5 * log2], [0.5 * log2, 0.5 * log2]], rtol=1e-6)
+    np.testing.assert_allclose(
+        values[0], [[1.5 * log2, 0.5 * log2], [0.5 * log2, 0.5 * log2]], rtol=1e-6
+    )
 
 
 def test_boundary_f1_and_ods():
@@ -79,6 +81,10 @@ def test_boundary_f1_and_ods():
     assert metrics["ods_f"] == pytest.approx(1.0)
     # A padded (invalid) example contributes nothing.
     stats = task.metric_stats(
-        jnp.concatenate([logits, logits]), jnp.concatenate([target, 1 - target]), jnp.asarray([True, False])
+        jnp.concatenate([logits, logits]),
+        jnp.concatenate([target, 1 - target]),
+        jnp.asarray([True, False]),
     )
-    assert task.compute_metrics({k: np.asarray(v) for k, v in stats.items()})["ods_f"] == pytest.approx(1.0)
+    assert task.compute_metrics({k: np.asarray(v) for k, v in stats.items()})[
+        "ods_f"
+    ] == pytest.approx(1.0)

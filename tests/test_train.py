@@ -54,7 +54,10 @@ def _objective_grads(model, tasks, state, batch, weights):
         )
         valid = jnp.ones(batch["image"].shape[0], bool)
         return jnp.stack(
-            [masked_mean(*tasks[n].loss(preds[n], batch["targets"][n], valid)) for n in model.task_names]
+            [
+                masked_mean(*tasks[n].loss(preds[n], batch["targets"][n], valid))
+                for n in model.task_names
+            ]
         )
 
     weighted = jax.grad(lambda p: jnp.dot(weights, task_losses(p)))(state.params)
@@ -75,7 +78,9 @@ def test_loss_method_gradients(head_grads):
     step = make_train_step(model, tasks, tx, w, head_grads=head_grads, jit=False)
     got = step(state, batch)[0].opt_state
     want_heads = weighted["tasks"] if head_grads == "weighted" else unweighted["tasks"]
-    for a, b in zip(jax.tree.leaves(got["shared"]), jax.tree.leaves(weighted["shared"]), strict=True):
+    for a, b in zip(
+        jax.tree.leaves(got["shared"]), jax.tree.leaves(weighted["shared"]), strict=True
+    ):
         assert relative_error(a, b) <= 1e-5
     for a, b in zip(jax.tree.leaves(got["tasks"]), jax.tree.leaves(want_heads), strict=True):
         assert relative_error(a, b) <= 1e-5
@@ -89,9 +94,13 @@ def test_gramian_method_uses_its_weights_on_parameter_gradients():
     new_state, metrics = make_train_step(model, tasks, tx, w, jit=False)(state, batch)
     weighted, unweighted = _objective_grads(model, tasks, state, batch, metrics["weights"])
     got = new_state.opt_state
-    for a, b in zip(jax.tree.leaves(got["shared"]), jax.tree.leaves(weighted["shared"]), strict=True):
+    for a, b in zip(
+        jax.tree.leaves(got["shared"]), jax.tree.leaves(weighted["shared"]), strict=True
+    ):
         assert relative_error(a, b) <= 1e-5
-    for a, b in zip(jax.tree.leaves(got["tasks"]), jax.tree.leaves(unweighted["tasks"]), strict=True):
+    for a, b in zip(
+        jax.tree.leaves(got["tasks"]), jax.tree.leaves(unweighted["tasks"]), strict=True
+    ):
         assert relative_error(a, b) <= 1e-5
     np.testing.assert_allclose(np.sum(metrics["weights"]), 1.0, rtol=1e-5)
     assert metrics["grad_cosine"].shape == (3, 3)

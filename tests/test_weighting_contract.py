@@ -17,7 +17,9 @@ REQUIRED_OPTIONS = {"fixed": {"weights": {"task0": 1.0, "task1": 2.0, "task2": 0
 def build(name: str, num_tasks: int = 3) -> weighting.Weighting:
     options = dict(REQUIRED_OPTIONS.get(name, {}))
     if name == "fixed":
-        options["weights"] = {n: 1.0 + i for i, n in enumerate(weighting.default_task_names(num_tasks))}
+        options["weights"] = {
+            n: 1.0 + i for i, n in enumerate(weighting.default_task_names(num_tasks))
+        }
     return weighting.create(name, **options)
 
 
@@ -36,7 +38,7 @@ def test_contract(name):
     rng = np.random.default_rng(0)
     jac = jnp.asarray(rng.normal(size=(3, 20)), jnp.float32)
     losses = jnp.asarray([0.5, 1.0, 2.0])
-    aggregate = jax.jit(lambda j, l, s: weighting.aggregate(method, j, losses=l, state=s))
+    aggregate = jax.jit(lambda j, losses, s: weighting.aggregate(method, j, losses=losses, state=s))
     direction, weights, new_state = aggregate(jac, losses, state)
     direction, weights, new_state = aggregate(jac * 2, losses * 3, new_state)
     assert aggregate._cache_size() == 1, "recompiled on the second call"

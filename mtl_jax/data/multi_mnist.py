@@ -58,7 +58,9 @@ def compose_pairs(
         top, left, bottom, right = offsets[i]
         a = canvas[i, centre - top : centre - top + _SIZE, centre - left : centre - left + _SIZE]
         np.maximum(a, images[first[i]], out=a)
-        b = canvas[i, centre + bottom : centre + bottom + _SIZE, centre + right : centre + right + _SIZE]
+        b = canvas[
+            i, centre + bottom : centre + bottom + _SIZE, centre + right : centre + right + _SIZE
+        ]
         np.maximum(b, images[second[i]], out=b)
     resized = _RESIZE @ canvas.astype(np.float64) @ _RESIZE.T
     image = np.clip(np.rint(resized), 0, 255).astype(np.uint8)

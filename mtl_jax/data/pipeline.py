@@ -119,9 +119,7 @@ def train_batches(
     return iter(dataset.to_iter_dataset())
 
 
-def eval_batches(
-    arrays: Arrays, task_names: Sequence[str], *, batch_size: int
-) -> Iterator[dict]:
+def eval_batches(arrays: Arrays, task_names: Sequence[str], *, batch_size: int) -> Iterator[dict]:
     """All examples once, in order, in full batches; the last one padded, with `valid` [B]."""
     size = len(arrays["image"])
     for start in range(0, size, batch_size):

@@ -94,7 +94,9 @@ class Shapes(tfds.core.GeneratorBasedBuilder):
     RELEASE_NOTES = {"1.0.0": "Initial release."}
     BUILDER_CONFIGS = [
         ShapesConfig(name="default", description="20,000 train / 2,000 test images."),
-        ShapesConfig(name="tiny", description="A small build for tests.", train_size=1_024, test_size=256),
+        ShapesConfig(
+            name="tiny", description="A small build for tests.", train_size=1_024, test_size=256
+        ),
     ]
     DEFAULT_CONFIG_NAME = "default"
 

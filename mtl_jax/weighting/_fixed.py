@@ -33,10 +33,14 @@ def fixed(*, weights: Mapping[str, float]) -> Weighting:
       >>> w = fixed(weights={"left": 1.0, "right": 0.5})
     """
     if not isinstance(weights, Mapping) or not weights:
-        raise ValueError(f"fixed: weights must be a non-empty mapping task -> weight, got {weights!r}")
+        raise ValueError(
+            f"fixed: weights must be a non-empty mapping task -> weight, got {weights!r}"
+        )
     for name, value in weights.items():
         if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-            raise ValueError(f"fixed: weight of task {name!r} must be finite and >= 0, got {value!r}")
+            raise ValueError(
+                f"fixed: weight of task {name!r} must be finite and >= 0, got {value!r}"
+            )
     if not any(weights.values()):
         raise ValueError("fixed: at least one weight must be positive")
 
