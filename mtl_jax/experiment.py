@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 from mtl_jax import data, weighting
 from mtl_jax.config import ConfigError
+from mtl_jax.jacobian import STRATEGIES
 from mtl_jax.models import TRUNKS, MultiTaskModel, build_model
 from mtl_jax.tasks import Task
 from mtl_jax.train import HEAD_GRADS, create_train_state, evaluate, make_eval_step, make_train_step
@@ -113,6 +114,7 @@ def build_experiment(config: ml_collections.ConfigDict) -> Experiment:
     tasks = {name: available[name] for name in sorted(requested)}
     _choice(config.model.trunk, TRUNKS, "model.trunk")
     _choice(config.weighting.head_grads, HEAD_GRADS, "weighting.head_grads")
+    _choice(config.weighting.jacobian_strategy, STRATEGIES, "weighting.jacobian_strategy")
     try:
         method = weighting.create(config.weighting.name, **config.weighting.kwargs.to_dict())
     except (ValueError, TypeError) as error:
@@ -226,6 +228,7 @@ def train_and_evaluate(
         exp.weighting,
         rep_grad=config.weighting.rep_grad,
         head_grads=config.weighting.head_grads,
+        jacobian_strategy=config.weighting.jacobian_strategy,
     )
     train_start = time.perf_counter()
     with (

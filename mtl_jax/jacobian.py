@@ -13,8 +13,8 @@ From there:
 * loss-based methods (and `rep_grad` mode): the shared gradient is one trunk pullback of
   `Σ_t w_t Z_t` — exactly the work of `jax.value_and_grad` of `Σ_t w_t L_t`, but with the
   heads receiving their own unweighted gradient in the same pass;
-* parameter mode: the Jacobian rows `g_t = ∂L_t/∂θ_shared` are the trunk pullback vmapped
-  over the T cotangents `Z_t` (`jax.jacrev`'s strategy, without a second forward), the
+* parameter mode: the Jacobian rows `g_t = ∂L_t/∂θ_shared` are the trunk pullback applied
+  to each of the T cotangents `Z_t` (unrolled or vmapped; no second forward), the
   Gramian is `Σ_leaves J Jᵀ`, and the shared gradient is `Σ_t w_t g_t` from those rows.
 
 Rows are kept as a pytree with a leading task axis (never concatenated into one [T, P]
@@ -113,9 +113,31 @@ def forward_with_pullbacks(
     )
 
 
-def shared_jacobian(pullbacks: TaskPullbacks) -> PyTree:
-    """Per-task gradients of the shared parameters: a params-shaped tree with leading T."""
-    return jax.vmap(pullbacks.trunk_pullback)(pullbacks.rep_grads)
+# How the T trunk pullbacks of `shared_jacobian` are laid out in the program.
+STRATEGIES = ("unrolled", "vmap")
+
+
+def shared_jacobian(pullbacks: TaskPullbacks, *, strategy: str = "unrolled") -> PyTree:
+    """Per-task gradients of the shared parameters: a params-shaped tree with leading T.
+
+    Args:
+      pullbacks: from `forward_with_pullbacks`.
+      strategy: `"unrolled"` writes the T trunk pullbacks side by side in the program;
+        `"vmap"` batches them into one vmapped pullback. Measured on 2 CPU cores (LeNet,
+        batch 128, T = 3, MGDA step): unrolled 59 ms, vmap 70 ms, a sequential
+        `lax.map` 359 ms, `equal` 31 ms — XLA's CPU convolutions batched by vmap are
+        slower than T separate ones. Accelerators may prefer `"vmap"`.
+    """
+    if strategy == "vmap":
+        return jax.vmap(pullbacks.trunk_pullback)(pullbacks.rep_grads)
+    if strategy != "unrolled":
+        raise ValueError(f"strategy must be one of {list(STRATEGIES)}, got {strategy!r}")
+    num_tasks = pullbacks.losses.shape[0]
+    rows = [
+        pullbacks.trunk_pullback(jax.tree.map(lambda z, t=t: z[t], pullbacks.rep_grads))
+        for t in range(num_tasks)
+    ]
+    return jax.tree.map(lambda *leaves: jnp.stack(leaves), *rows)
 
 
 def gramian(rows: PyTree) -> jax.Array:

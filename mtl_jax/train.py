@@ -77,6 +77,7 @@ def make_train_step(
     *,
     rep_grad: bool = False,
     head_grads: str = "unweighted",
+    jacobian_strategy: str = "unrolled",
     jit: bool = True,
 ) -> Callable[[TrainState, dict], tuple[TrainState, dict[str, jax.Array]]]:
     """Builds `step(state, batch) -> (new_state, metrics)`, one jitted program.
@@ -86,7 +87,7 @@ def make_train_step(
 
     * loss methods: weights from the losses, then one trunk backward of the weighted
       representation gradients — the work of `jax.value_and_grad(Σ_t w_t L_t)`;
-    * Gramian methods: per-task gradients by a vmapped pullback, either of the shared
+    * Gramian methods: per-task gradients by T trunk pullbacks, either of the shared
       parameters (default, exact) or, with `rep_grad`, of the shared representation
       (MGDA-UB's approximation: T head backwards plus one trunk backward); the Gramian
       `G` [T, T]; weights from `(L, G)`; the shared gradient `Σ_t w_t g_t`.
@@ -100,6 +101,8 @@ def make_train_step(
       rep_grad: Gramian methods use representation gradients instead of parameter ones.
       head_grads: `"unweighted"` (default; LibMTL and torchjd): each head gets its own
         task's loss gradient; `"weighted"` (Nash-MTL reference code): it gets `w_t` times it.
+      jacobian_strategy: layout of the per-task trunk pullbacks in parameter mode
+        (`jacobian.shared_jacobian`).
       jit: return the jitted function with the state donated (set False to inspect).
 
     Returns:
@@ -109,6 +112,11 @@ def make_train_step(
     """
     if head_grads not in HEAD_GRADS:
         raise ValueError(f"head_grads must be one of {list(HEAD_GRADS)}, got {head_grads!r}")
+    if jacobian_strategy not in jacobian.STRATEGIES:
+        raise ValueError(
+            f"jacobian_strategy must be one of {list(jacobian.STRATEGIES)}, "
+            f"got {jacobian_strategy!r}"
+        )
     if weighting.kind not in (LOSS, GRAMIAN):
         raise ValueError(f"unsupported weighting kind {weighting.kind!r}")
     names = model.task_names
@@ -125,7 +133,10 @@ def make_train_step(
             )
             shared_grads = jacobian.shared_gradient_from_rep(pullbacks, weights)
         else:
-            rows = pullbacks.rep_grads if rep_grad else jacobian.shared_jacobian(pullbacks)
+            if rep_grad:
+                rows = pullbacks.rep_grads
+            else:
+                rows = jacobian.shared_jacobian(pullbacks, strategy=jacobian_strategy)
             gram = jacobian.gramian(rows)
             weights, weighting_state, method_metrics = weighting.update(
                 losses, state.weighting_state, gram

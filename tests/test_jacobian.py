@@ -87,3 +87,16 @@ def test_gramian_and_combine_match_dense_matrix():
     via_rep = jacobian.shared_gradient_from_rep(pullbacks, weights)
     flat_rep = np.concatenate([np.asarray(leaf).ravel() for leaf in jax.tree.leaves(via_rep)])
     assert relative_error(flat_rep, flat) <= 1e-5
+
+
+def test_jacobian_strategies_agree():
+    tasks, model, variables, batch = multi_mnist_setup()
+    pullbacks = jacobian.forward_with_pullbacks(
+        model, tasks, variables["params"], variables["batch_stats"], batch
+    )
+    unrolled = jacobian.shared_jacobian(pullbacks, strategy="unrolled")
+    vmapped = jacobian.shared_jacobian(pullbacks, strategy="vmap")
+    for a, b in zip(jax.tree.leaves(unrolled), jax.tree.leaves(vmapped), strict=True):
+        assert relative_error(a, b) <= 1e-5
+    with pytest.raises(ValueError, match="strategy must be one of"):
+        jacobian.shared_jacobian(pullbacks, strategy="loop")

@@ -40,7 +40,8 @@ def test_kkt_on_random_gramians(seed):
 def test_kkt_and_descent_on_bank(case):
     jac = jacobian_bank()[case].astype(np.float64)
     direction, w, _ = weighting.aggregate(
-        weighting.mgda(tol=1e-6, max_iters=2000), jnp.asarray(jac, jnp.float32)
+        weighting.mgda(normalization="none", tol=1e-6, max_iters=2000),
+        jnp.asarray(jac, jnp.float32),
     )
     gram = jac @ jac.T
     _check_kkt(gram, w, tol=1e-4)
@@ -54,7 +55,8 @@ def test_two_task_closed_form():
     g1, g2 = np.array([1.0, 0.0]), np.array([0.5, 2.0])
     # argmin_γ ‖γ g1 + (1 − γ) g2‖² = (g2 − g1)·g2 / ‖g1 − g2‖²
     gamma = (g2 - g1) @ g2 / np.sum((g1 - g2) ** 2)
-    _, w, _ = weighting.aggregate(weighting.mgda(), jnp.asarray([g1, g2], jnp.float32))
+    method = weighting.mgda(normalization="none")
+    _, w, _ = weighting.aggregate(method, jnp.asarray([g1, g2], jnp.float32))
     np.testing.assert_allclose(w, [gamma, 1 - gamma], rtol=1e-5)
 
 
@@ -68,6 +70,9 @@ def test_normalizations_rescale_rows():
     _, w, _ = weighting.aggregate(weighting.mgda(normalization="loss"), jac, losses=losses)
     expected = np.array([1 / 2.25, 1 / 4.0])
     np.testing.assert_allclose(w, expected / expected.sum(), atol=1e-5)
+    # loss+ (the default): rows (0.5, 0) and (0, 2) → w ∝ (1/0.25, 1/4).
+    _, w, _ = weighting.aggregate(weighting.mgda(), jac, losses=losses)
+    np.testing.assert_allclose(w, np.array([4.0, 0.25]) / 4.25, atol=1e-5)
     with pytest.raises(ValueError, match="needs the task losses"):
         weighting.aggregate(weighting.mgda(normalization="loss+"), jac)
     with pytest.raises(ValueError, match="normalization must be one of"):
@@ -82,17 +87,18 @@ def test_zero_gramian_gives_uniform_weights():
 
 def test_scale_invariance():
     jac = jacobian_bank()["random4"]
-    _, w1, _ = weighting.aggregate(weighting.mgda(), jnp.asarray(jac))
-    _, w2, _ = weighting.aggregate(weighting.mgda(), jnp.asarray(jac * 1e-6))
+    method = weighting.mgda(normalization="none")
+    _, w1, _ = weighting.aggregate(method, jnp.asarray(jac))
+    _, w2, _ = weighting.aggregate(method, jnp.asarray(jac * 1e-6))
     np.testing.assert_allclose(w1, w2, atol=1e-4)
 
 
 def test_reports_solver_metrics_under_jit():
     gram = jnp.asarray(np.diag([1.0, 2.0, 3.0]), jnp.float32)
-    method = weighting.mgda()
+    method = weighting.mgda(normalization="none")
     weights, _, metrics = jax.jit(method.update)(jnp.ones(3), method.init(("a", "b", "c")), gram)
     assert int(metrics["solver_iterations"]) > 0
     assert float(metrics["solver_gap"]) <= 1e-5
-    # Orthogonal rows: w ∝ 1 / ‖g_t‖².
+    # Orthogonal rows, no normalisation: w ∝ 1 / ‖g_t‖².
     expected = 1 / np.array([1.0, 2.0, 3.0])
     np.testing.assert_allclose(weights, expected / expected.sum(), atol=1e-4)

@@ -26,6 +26,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.weighting.kwargs = ml_collections.ConfigDict()  # the method's options
     config.weighting.rep_grad = False  # Gramian methods: representation gradients
     config.weighting.head_grads = "unweighted"  # or "weighted" (Nash-MTL reference code)
+    config.weighting.jacobian_strategy = "unrolled"  # or "vmap" (per-task trunk pullbacks)
 
     config.optimizer = ml_collections.ConfigDict()
     config.optimizer.name = "adam"  # adam | adamw | sgd
