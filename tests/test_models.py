@@ -53,3 +53,17 @@ def test_seed_cnn_shapes():
     assert variables["params"]["tasks"]["shape"]["Dense_0"]["kernel"].shape == (8 * 8 * 32, 128)
     preds, _ = model.apply(variables, jnp.zeros((2, 32, 32, 3)))
     assert preds["shape"].shape == (2, 10) and preds["boundary"].shape == (2, 32, 32, 1)
+
+
+def test_patch_conv_equals_native_convolution():
+    from flax import linen as nn
+
+    from mtl_jax.models.trunks import PatchConv
+
+    x = jax.random.normal(jax.random.PRNGKey(0), (3, 12, 10, 4))
+    patch = PatchConv(6, (5, 3))
+    params = patch.init(jax.random.PRNGKey(1), x)
+    native = nn.Conv(6, (5, 3), padding="VALID")
+    np.testing.assert_allclose(
+        patch.apply(params, x), native.apply(params, x), rtol=1e-5, atol=1e-5
+    )

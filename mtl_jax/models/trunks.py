@@ -23,19 +23,50 @@ def _max_pool(x):
     return x.reshape(batch, height // 2, 2, width // 2, 2, channels).max(axis=(2, 4))
 
 
+class PatchConv(nn.Module):
+    """VALID, stride-1 convolution computed as image patches times the kernel matrix.
+
+    Same parameters as `nn.Conv(features, kernel_size, padding="VALID")` (`kernel`
+    [kh, kw, C, F], `bias` [F]) and the same output. For few input channels (LeNet's
+    first layer has one) XLA's CPU convolution is inefficient; measured on 2 cores at
+    batch 128, this form takes 3.6 ms forward and 4.4 ms for the kernel gradient against
+    5.5 ms and 6.4 ms. With many channels the native convolution is faster.
+    """
+
+    features: int
+    kernel_size: tuple[int, int]
+
+    @nn.compact
+    def __call__(self, x):
+        kh, kw = self.kernel_size
+        channels = x.shape[-1]
+        kernel = self.param(
+            "kernel", nn.initializers.lecun_normal(), (kh, kw, channels, self.features)
+        )
+        bias = self.param("bias", nn.initializers.zeros_init(), (self.features,))
+        out_h, out_w = x.shape[1] - kh + 1, x.shape[2] - kw + 1
+        patches = jnp.stack(
+            [x[:, i : i + out_h, j : j + out_w, :] for i in range(kh) for j in range(kw)],
+            axis=-2,
+        )
+        matrix = kernel.reshape(kh * kw, channels, self.features)
+        return jnp.einsum("bhwpc,pcf->bhwf", patches, matrix) + bias
+
+
 class LeNet(nn.Module):
     """The MultiMNIST LeNet encoder of Sener & Koltun (2018); workload W1.
 
     Conv(10, 5×5, VALID) → max-pool 2 → ReLU → Conv(20, 5×5, VALID) → max-pool 2 → ReLU
     → flatten (320) → Dense(50) → ReLU. Input [B, 28, 28, 1], representation [B, 50];
-    21,330 parameters.
+    21,330 parameters. The first convolution is a `PatchConv` (same parameters and
+    output, faster on CPU for one input channel).
     """
 
     @nn.compact
     def __call__(self, x, *, train: bool = True):
         del train
-        x = nn.relu(_max_pool(nn.Conv(10, (5, 5), padding="VALID")(x)))
-        x = nn.relu(_max_pool(nn.Conv(20, (5, 5), padding="VALID")(x)))
+        x = nn.relu(_max_pool(PatchConv(10, (5, 5), name="Conv_0")(x)))
+        x = nn.relu(_max_pool(nn.Conv(20, (5, 5), padding="VALID", name="Conv_1")(x)))
         x = x.reshape((x.shape[0], -1))
         return nn.relu(nn.Dense(50)(x))
 
