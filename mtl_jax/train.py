@@ -63,10 +63,11 @@ def create_train_state(
     )
 
 
-def _cosines(gram: jax.Array) -> jax.Array:
+def _norms_and_cosines(gram: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Gradient norms [T] and pairwise cosines [T, T] (0 where a gradient is zero)."""
     norms = jnp.sqrt(jnp.maximum(jnp.diagonal(gram), 0.0))
     outer = norms[:, None] * norms[None, :]
-    return jnp.where(outer > 0, gram / jnp.where(outer > 0, outer, 1.0), 0.0)
+    return norms, jnp.where(outer > 0, gram / jnp.where(outer > 0, outer, 1.0), 0.0)
 
 
 def make_train_step(
@@ -145,8 +146,7 @@ def make_train_step(
                 shared_grads = jacobian.shared_gradient_from_rep(pullbacks, weights)
             else:
                 shared_grads = jacobian.combine(weights, rows)
-            metrics["grad_norm"] = jnp.sqrt(jnp.maximum(jnp.diagonal(gram), 0.0))
-            metrics["grad_cosine"] = _cosines(gram)
+            metrics["grad_norm"], metrics["grad_cosine"] = _norms_and_cosines(gram)
         weights = jax.lax.stop_gradient(weights)
         task_grads = pullbacks.head_grads
         if head_grads == "weighted":
