@@ -16,9 +16,10 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-# Trains the default experiment (MultiMNIST, LeNet, equal weighting) on the offline build.
+# Trains the default experiment (MultiMNIST, LeNet, equal weighting) on the offline build;
+# ARGS passes overrides, e.g. make train ARGS=--config.weighting.name=mgda
 train: $(STAMP)
-	$(BIN)/python -m experiments.main --config experiments/configs/multi_mnist.py --workdir $(WORKDIR)
+	$(BIN)/python -m experiments.main --config experiments/configs/multi_mnist.py --workdir $(WORKDIR) $(ARGS)
 
 test: $(STAMP)
 	$(BIN)/ruff check .

