@@ -155,10 +155,8 @@ def _record(step: int, metrics: Mapping[str, Any], names) -> dict:
         value = np.asarray(value)
         if value.ndim == 1 and value.shape[0] == len(names):
             record[key] = {n: float(v) for n, v in zip(names, value, strict=True)}
-        elif value.ndim == 2 and value.shape == (len(names), len(names)):
-            record[key] = value.astype(float).tolist()
         else:
-            record[key] = value.item() if value.ndim == 0 else value.tolist()
+            record[key] = value.tolist()
     return record
 
 
