@@ -6,8 +6,10 @@ map; Adam on the weighted sum of cross-entropy and class-balanced BCE.
 
     python -m experiments.main --config experiments/configs/seed_example.py --workdir runs/seed
 
-Expected on 2 CPU cores (about a minute of training): `shape/accuracy` well above the
-10% of chance and `boundary/ods_f` well above the F1 of a constant predictor.
+Measured on 2 CPU cores (1,500 steps of batch 128, about 140 s of training, 30 s to
+build the data once): `shape/accuracy` 1.00 (the ten shapes are easy to tell apart) and
+`boundary/ods_f` 0.48, against 0.09 for predicting an edge everywhere (edges
+are about 5% of the pixels).
 """
 
 from experiments.configs import base
