@@ -24,14 +24,16 @@ matrix inside the step), so Gramians and combinations are leaf-wise sums.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
 from mtl_jax.losses import masked_mean
-from mtl_jax.models import MultiTaskModel
-from mtl_jax.tasks import Task
+
+if TYPE_CHECKING:  # the weighting package imports this module; keep it light
+    from mtl_jax.models import MultiTaskModel
+    from mtl_jax.tasks import Task
 
 PyTree = Any
 

@@ -12,19 +12,20 @@ import jax
 import jax.numpy as jnp
 
 
-def masked_mean(values: jax.Array, mask: jax.Array) -> jax.Array:
-    """Mean of `values` over the elements where `mask` is true; 0 when none is.
+def masked_sum(values: jax.Array, mask: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """`(Σ values·mask, Σ mask)` as float32 scalars: the additive form of `masked_mean`.
 
     Args:
       values: float array of any shape.
       mask: array broadcastable to `values`; nonzero marks a valid element.
-
-    Returns:
-      A float32 scalar.
     """
     mask = jnp.broadcast_to(mask, values.shape).astype(jnp.float32)
-    total = jnp.sum(values.astype(jnp.float32) * mask)
-    count = jnp.sum(mask)
+    return jnp.sum(values.astype(jnp.float32) * mask), jnp.sum(mask)
+
+
+def masked_mean(values: jax.Array, mask: jax.Array) -> jax.Array:
+    """Mean of `values` over the elements where `mask` is true; 0 when none is (float32)."""
+    total, count = masked_sum(values, mask)
     return total / jnp.maximum(count, 1.0)
 
 

@@ -11,6 +11,7 @@ import numpy as np
 import optax
 
 from mtl_jax import jacobian
+from mtl_jax.losses import masked_sum
 from mtl_jax.models import MultiTaskModel
 from mtl_jax.tasks import Task
 from mtl_jax.weighting import GRAMIAN, LOSS, Weighting
@@ -126,28 +127,30 @@ def make_train_step(
         pullbacks = jacobian.forward_with_pullbacks(
             model, tasks, state.params, state.batch_stats, batch, train=True
         )
-        losses = jax.lax.stop_gradient(pullbacks.losses)
+        # The step is not differentiated: losses and weights are plain values here.
+        losses = pullbacks.losses
         metrics = {"loss": losses}
+        parameter_rows = weighting.kind == GRAMIAN and not rep_grad
         if weighting.kind == LOSS:
             weights, weighting_state, method_metrics = weighting.update(
                 losses, state.weighting_state
             )
-            shared_grads = jacobian.shared_gradient_from_rep(pullbacks, weights)
         else:
-            if rep_grad:
-                rows = pullbacks.rep_grads
-            else:
+            if parameter_rows:
                 rows = jacobian.shared_jacobian(pullbacks, strategy=jacobian_strategy)
+            else:
+                rows = pullbacks.rep_grads
             gram = jacobian.gramian(rows)
             weights, weighting_state, method_metrics = weighting.update(
                 losses, state.weighting_state, gram
             )
-            if rep_grad:
-                shared_grads = jacobian.shared_gradient_from_rep(pullbacks, weights)
-            else:
-                shared_grads = jacobian.combine(weights, rows)
             metrics["grad_norm"], metrics["grad_cosine"] = _norms_and_cosines(gram)
-        weights = jax.lax.stop_gradient(weights)
+        # Σ_t w_t g_t: from the parameter rows when they were built, otherwise by one
+        # trunk pullback of the weighted representation gradients.
+        if parameter_rows:
+            shared_grads = jacobian.combine(weights, rows)
+        else:
+            shared_grads = jacobian.shared_gradient_from_rep(pullbacks, weights)
         task_grads = pullbacks.head_grads
         if head_grads == "weighted":
             task_grads = {
@@ -187,16 +190,21 @@ def make_eval_step(
         stats = {}
         for name in model.task_names:
             target = batch["targets"][name]
-            values, mask = tasks[name].loss(preds[name], target, valid)
-            mask = jnp.broadcast_to(mask, values.shape).astype(jnp.float32)
+            loss_sum, loss_count = masked_sum(*tasks[name].loss(preds[name], target, valid))
             stats[name] = {
                 **tasks[name].metric_stats(preds[name], target, valid),
-                "loss_sum": jnp.sum(values * mask),
-                "loss_count": jnp.sum(mask),
+                "loss_sum": loss_sum,
+                "loss_count": loss_count,
             }
         return stats
 
     return jax.jit(eval_step)
+
+
+def _widen(x) -> np.ndarray:
+    """Host copy in int64/float64, so that sums over a whole split lose no counts."""
+    x = np.asarray(x)
+    return x.astype(np.float64 if np.issubdtype(x.dtype, np.floating) else np.int64)
 
 
 def evaluate(
@@ -209,7 +217,7 @@ def evaluate(
     """Runs `eval_step` over `batches` and returns `{"<task>/<metric>": value}`."""
     totals = None
     for batch in batches:
-        stats = jax.device_get(eval_step(params, batch_stats, batch))
+        stats = jax.tree.map(_widen, jax.device_get(eval_step(params, batch_stats, batch)))
         totals = stats if totals is None else jax.tree.map(np.add, totals, stats)
     if totals is None:
         raise ValueError("evaluation got no batches (empty split?)")

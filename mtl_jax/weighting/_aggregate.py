@@ -7,7 +7,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from mtl_jax.weighting._base import GRAMIAN, LOSS, Weighting, stop
+from mtl_jax.jacobian import combine, gramian
+from mtl_jax.weighting._base import GRAMIAN, LOSS, Weighting
 
 
 def default_task_names(num_tasks: int) -> tuple[str, ...]:
@@ -53,16 +54,16 @@ def aggregate(
         )
     if state is None:
         state = method.init(default_task_names(num_tasks))
-    losses = stop(None if losses is None else jnp.asarray(losses, jnp.float32))
+    # Weights are constants even when the caller differentiates through `aggregate`.
+    if losses is not None:
+        losses = jax.lax.stop_gradient(jnp.asarray(losses, jnp.float32))
     jacobian = jax.lax.stop_gradient(jacobian)
     if method.kind == LOSS:
         if losses is None:
             raise ValueError("aggregate: this loss-based method needs `losses`")
         weights, state, _ = method.update(losses, state)
     elif method.kind == GRAMIAN:
-        gram = jnp.matmul(jacobian, jacobian.T, precision=jax.lax.Precision.HIGHEST)
-        weights, state, _ = method.update(losses, state, gram)
+        weights, state, _ = method.update(losses, state, gramian(jacobian))
     else:
         raise ValueError(f"aggregate: unsupported method kind {method.kind!r}")
-    direction = jnp.tensordot(weights.astype(jacobian.dtype), jacobian, axes=1)
-    return direction, weights, state
+    return combine(weights, jacobian), weights, state

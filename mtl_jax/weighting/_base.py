@@ -7,7 +7,7 @@ two pure functions and the kind of gradient information `update` needs.
   is a NamedTuple pytree of arrays named after the method (counters, histories, keys,
   learnable parameters with their own optax state).
 * `update(losses, state[, gramian]) -> (weights, new_state, metrics)`:
-  `losses` is the [T] vector of task losses (already stopped: weights never carry a
+  `losses` is the [T] vector of task losses, as constants (weights never carry a
   gradient); `gramian` is the [T, T] Gramian `J Jᵀ` of the per-task gradients, passed
   only to `GRAMIAN` methods; `weights` is [T]; `metrics` maps names to scalars or [T]
   vectors (solver iterations, residuals) that the trainer logs.
@@ -37,8 +37,3 @@ class Weighting(NamedTuple):
     init: Callable[[Sequence[str]], State]
     update: Callable[..., tuple[jax.Array, State, Metrics]]
     kind: str
-
-
-def stop(losses: jax.Array | None) -> jax.Array | None:
-    """Losses as constants: methods compute weights, never gradients through them."""
-    return None if losses is None else jax.lax.stop_gradient(losses)
