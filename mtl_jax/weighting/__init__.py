@@ -11,7 +11,7 @@ import sys
 from typing import Any
 
 from mtl_jax.weighting._aggregate import aggregate, default_task_names
-from mtl_jax.weighting._base import GRAMIAN, LOSS, Weighting
+from mtl_jax.weighting._base import GRAMIAN, JACOBIAN, KINDS, LOSS, Weighting
 from mtl_jax.weighting._equal import EqualState, equal
 from mtl_jax.weighting._fixed import FixedState, fixed
 from mtl_jax.weighting._mgda import MGDAState, mgda
@@ -23,6 +23,8 @@ METHODS = ("equal", "fixed", "mgda", "uncertainty")
 
 __all__ = [
     "GRAMIAN",
+    "JACOBIAN",
+    "KINDS",
     "LOSS",
     "METHODS",
     "EqualState",

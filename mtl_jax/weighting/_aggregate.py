@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 
 from mtl_jax.jacobian import combine, gramian
-from mtl_jax.weighting._base import GRAMIAN, LOSS, Weighting
+from mtl_jax.weighting._base import GRAMIAN, JACOBIAN, LOSS, Weighting
 
 
 def default_task_names(num_tasks: int) -> tuple[str, ...]:
@@ -23,7 +23,7 @@ def aggregate(
     *,
     losses: jax.Array | None = None,
     state: Any = None,
-) -> tuple[jax.Array, jax.Array, Any]:
+) -> tuple[jax.Array, jax.Array | None, Any]:
     """Combines the rows of a `[T, P]` matrix of task gradients with a weighting method.
 
     This is the entry point for users who compute per-task gradients themselves (what
@@ -38,7 +38,10 @@ def aggregate(
 
     Returns:
       `(direction [P], weights [T], new_state)` with `direction = Σ_t w_t J_t`; a descent
-      step is `params - lr * direction`.
+      step is `params - lr * direction`. Jacobian-kind methods (e.g. `graddrop`) are not
+      a reweighting of the rows: their `weights` are `None`. Methods with an
+      `after_update` hook (FAMO) need it called by the caller with the losses after the
+      step: `state, _ = method.after_update(losses, new_losses, state)`.
 
     Example:
       >>> J = jnp.array([[1.0, 0.0], [0.0, 2.0]])
@@ -53,7 +56,8 @@ def aggregate(
             f"aggregate: losses must have shape ({num_tasks},), got {jnp.shape(losses)}"
         )
     if state is None:
-        state = method.init(default_task_names(num_tasks))
+        row = jax.ShapeDtypeStruct(jacobian.shape[1:], jnp.float32)
+        state = method.init_for(default_task_names(num_tasks), row)
     # Weights are constants even when the caller differentiates through `aggregate`.
     if losses is not None:
         losses = jax.lax.stop_gradient(jnp.asarray(losses, jnp.float32))
@@ -64,6 +68,9 @@ def aggregate(
         weights, state, _ = method.update(losses, state)
     elif method.kind == GRAMIAN:
         weights, state, _ = method.update(losses, state, gramian(jacobian))
+    elif method.kind == JACOBIAN:
+        direction, state, _ = method.update(losses, state, jacobian)
+        return direction, None, state
     else:
         raise ValueError(f"aggregate: unsupported method kind {method.kind!r}")
     return combine(weights, jacobian), weights, state

@@ -1,19 +1,30 @@
 """The weighting protocol shared by every method.
 
 A method is a factory taking keyword-only hyper-parameters and returning a `Weighting`:
-two pure functions and the kind of gradient information `update` needs.
+two pure functions, the kind of gradient information `update` needs, and optionally a
+hook that sees the losses after the parameter update.
 
-* `init(task_names) -> state`: `task_names` is the sorted tuple of task names; the state
-  is a NamedTuple pytree of arrays named after the method (counters, histories, keys,
-  learnable parameters with their own optax state).
-* `update(losses, state[, gramian]) -> (weights, new_state, metrics)`:
+* `init(task_names) -> state` (`JACOBIAN` methods: `init(task_names, row) -> state`, where
+  `row` is a pytree of `jax.ShapeDtypeStruct`, the shape of one task's gradient, so that
+  the state can hold gradient-shaped buffers). `task_names` is the sorted tuple of task
+  names; the state is a NamedTuple pytree of arrays named after the method (counters,
+  histories, keys, learnable parameters with their own optax state).
+* `LOSS` and `GRAMIAN` methods:
+  `update(losses, state[, gramian]) -> (weights, new_state, metrics)`.
   `losses` is the [T] vector of task losses, as constants (weights never carry a
   gradient); `gramian` is the [T, T] Gramian `J Jᵀ` of the per-task gradients, passed
-  only to `GRAMIAN` methods; `weights` is [T]; `metrics` maps names to scalars or [T]
-  vectors (solver iterations, residuals) that the trainer logs.
+  only to `GRAMIAN` methods; `weights` is [T]. The library turns weights into the update:
+  the shared gradient is `Σ_t w_t g_t`.
+* `JACOBIAN` methods: `update(losses, state, rows) -> (direction, new_state, metrics)`.
+  `rows` is the pytree of per-task gradients with a leading task axis [T, ...]; the
+  `direction` has the shape of one row and *is* the shared gradient (parameter mode) or
+  the representation cotangent that the trunk pulls back (`rep_grad` mode).
+* `after_update(losses_before, losses_after, state) -> (new_state, metrics)`, `None` for
+  most methods: methods that learn from the effect of the step (FAMO) get the losses of
+  the same batch under the updated parameters; the trainer then runs one extra forward.
 
-The library turns weights into the update: the shared gradient is `Σ_t w_t g_t`, and
-every head gets its own task's gradient. Both functions are jit- and vmap-safe.
+`metrics` maps names to scalars or [T] vectors (solver iterations, residuals) that the
+trainer logs. Every head gets its own task's gradient. All functions are jit-safe.
 """
 
 from __future__ import annotations
@@ -26,14 +37,26 @@ import jax
 # What `update` receives besides the losses.
 LOSS = "loss"  # nothing: weights from the losses (and the state) alone
 GRAMIAN = "gramian"  # the [T, T] Gramian of the per-task gradients
+JACOBIAN = "jacobian"  # the per-task gradients themselves; `update` returns the direction
+KINDS = (LOSS, GRAMIAN, JACOBIAN)
 
 State = Any
 Metrics = dict[str, jax.Array]
 
 
 class Weighting(NamedTuple):
-    """A task-weighting method: `init`, `update` and the `kind` of input `update` needs."""
+    """A task-weighting method: `init`, `update`, the `kind` of input `update` needs and
+    the optional `after_update` hook (see the module docstring)."""
 
-    init: Callable[[Sequence[str]], State]
-    update: Callable[..., tuple[jax.Array, State, Metrics]]
+    init: Callable[..., State]
+    update: Callable[..., tuple[Any, State, Metrics]]
     kind: str
+    after_update: Callable[[jax.Array, jax.Array, State], tuple[State, Metrics]] | None = None
+
+    def init_for(self, task_names: Sequence[str], row: Any = None) -> State:
+        """`init` with the arguments this kind takes (`row` only for `JACOBIAN`)."""
+        if self.kind == JACOBIAN:
+            if row is None:
+                raise ValueError("a jacobian-kind method needs the gradient shape to initialise")
+            return self.init(tuple(task_names), row)
+        return self.init(tuple(task_names))
