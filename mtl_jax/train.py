@@ -14,7 +14,7 @@ from mtl_jax import jacobian
 from mtl_jax.losses import masked_sum
 from mtl_jax.models import MultiTaskModel
 from mtl_jax.tasks import Task
-from mtl_jax.weighting import GRAMIAN, LOSS, Weighting
+from mtl_jax.weighting import GRAMIAN, JACOBIAN, KINDS, LOSS, Weighting
 
 PyTree = Any
 
@@ -50,16 +50,33 @@ def create_train_state(
     image: jax.Array,
     *,
     seed: int,
+    rep_grad: bool = False,
 ) -> TrainState:
-    """Initialises the model from an example image batch, the optimizer and the method."""
+    """Initialises the model from an example image batch, the optimizer and the method.
+
+    `rep_grad` must match the train step's: a jacobian-kind method's state is shaped like
+    one task's gradient, of the shared parameters or of the representation.
+    """
     init_rng, rng = jax.random.split(jax.random.PRNGKey(seed))
     variables = model.init(init_rng, image)
+    row = None
+    if weighting.kind == JACOBIAN:
+        if rep_grad:
+            rep, _ = jax.eval_shape(
+                lambda v: model.apply_shared(
+                    v["params"]["shared"], v["batch_stats"]["shared"], image, train=False
+                ),
+                variables,
+            )
+            row = rep
+        else:
+            row = jax.eval_shape(lambda p: p, variables["params"]["shared"])
     return TrainState(
         step=jnp.asarray(0, jnp.int32),
         params=variables["params"],
         batch_stats=variables["batch_stats"],
         opt_state=tx.init(variables["params"]),
-        weighting_state=weighting.init(model.task_names),
+        weighting_state=weighting.init_for(model.task_names, row),
         rng=rng,
     )
 
@@ -80,6 +97,7 @@ def make_train_step(
     rep_grad: bool = False,
     head_grads: str = "unweighted",
     jacobian_strategy: str = "unrolled",
+    jacobian_chunk_size: int | None = None,
     jit: bool = True,
 ) -> Callable[[TrainState, dict], tuple[TrainState, dict[str, jax.Array]]]:
     """Builds `step(state, batch) -> (new_state, metrics)`, one jitted program.
@@ -89,28 +107,35 @@ def make_train_step(
 
     * loss methods: weights from the losses, then one trunk backward of the weighted
       representation gradients — the work of `jax.value_and_grad(Σ_t w_t L_t)`;
-    * Gramian methods: per-task gradients by T trunk pullbacks, either of the shared
-      parameters (default, exact) or, with `rep_grad`, of the shared representation
-      (MGDA-UB's approximation: T head backwards plus one trunk backward); the Gramian
-      `G` [T, T]; weights from `(L, G)`; the shared gradient `Σ_t w_t g_t`.
+    * Gramian and jacobian methods: per-task gradients by T trunk pullbacks, either of
+      the shared parameters (default, exact) or, with `rep_grad`, of the shared
+      representation (MGDA-UB's approximation: T head backwards plus one trunk backward);
+      Gramian methods get `G` [T, T] and return weights, the shared gradient is
+      `Σ_t w_t g_t` (from the rows already computed, or one trunk pullback in `rep_grad`
+      mode); jacobian methods return the direction from the rows themselves.
 
-    Then one optax update of all parameters.
+    Then one optax update of all parameters. Methods with an `after_update` hook (FAMO)
+    get the losses of the same batch under the new parameters, from one extra forward
+    (BatchNorm in training mode; its statistics from that forward are not kept).
 
     Args:
       model, tasks: the multi-task model and its tasks (same names).
       tx: optax transformation for `{"shared", "tasks"}` gradients.
       weighting: the method (`mtl_jax.weighting`).
-      rep_grad: Gramian methods use representation gradients instead of parameter ones.
+      rep_grad: Gramian/jacobian methods use representation gradients instead of
+        parameter ones.
       head_grads: `"unweighted"` (default; LibMTL and torchjd): each head gets its own
-        task's loss gradient; `"weighted"` (Nash-MTL reference code): it gets `w_t` times it.
-      jacobian_strategy: layout of the per-task trunk pullbacks in parameter mode
-        (`jacobian.shared_jacobian`).
-      jit: return the jitted function with the state donated (set False to inspect).
+        task's loss gradient; `"weighted"` (Nash-MTL reference code): it gets `w_t` times
+        it (not available for jacobian methods, which have no task weights).
+      jacobian_strategy, jacobian_chunk_size: layout of the per-task trunk pullbacks in
+        parameter mode (`jacobian.shared_jacobian`).
+      jit: return the jitted function with the state donated (set False to inspect or to
+        jit with shardings).
 
     Returns:
-      The step. `metrics` holds `loss` [T] and `weights` [T] (sorted task order), the
-      method's own metrics under `weighting/<name>`, and for Gramian methods
-      `grad_norm` [T] and `grad_cosine` [T, T].
+      The step. `metrics` holds `loss` [T] and, for loss and Gramian methods, `weights`
+      [T] (sorted task order); the method's own metrics under `weighting/<name>`; for
+      Gramian and jacobian methods `grad_norm` [T] and `grad_cosine` [T, T].
     """
     if head_grads not in HEAD_GRADS:
         raise ValueError(f"head_grads must be one of {list(HEAD_GRADS)}, got {head_grads!r}")
@@ -119,38 +144,55 @@ def make_train_step(
             f"jacobian_strategy must be one of {list(jacobian.STRATEGIES)}, "
             f"got {jacobian_strategy!r}"
         )
-    if weighting.kind not in (LOSS, GRAMIAN):
-        raise ValueError(f"unsupported weighting kind {weighting.kind!r}")
+    if jacobian_chunk_size is not None and jacobian_chunk_size < 1:
+        raise ValueError(f"jacobian_chunk_size must be positive or None, got {jacobian_chunk_size}")
+    if weighting.kind not in KINDS:
+        raise ValueError(f"unsupported weighting kind {weighting.kind!r}; known: {list(KINDS)}")
+    if head_grads == "weighted" and weighting.kind == JACOBIAN:
+        raise ValueError('head_grads="weighted" needs task weights; jacobian methods have none')
     names = model.task_names
+
+    def shared_gradient(pullbacks, state):
+        """(shared gradient, weights or None, weighting state, method metrics, diagnostics)."""
+        losses = pullbacks.losses
+        if weighting.kind == LOSS:
+            weights, weighting_state, method_metrics = weighting.update(
+                losses, state.weighting_state
+            )
+            grads = jacobian.shared_gradient_from_rep(pullbacks, weights)
+            return grads, weights, weighting_state, method_metrics, {}
+        if rep_grad:
+            rows = pullbacks.rep_grads
+        else:
+            rows = jacobian.shared_jacobian(
+                pullbacks, strategy=jacobian_strategy, chunk_size=jacobian_chunk_size
+            )
+        gram = jacobian.gramian(rows)
+        norms, cosines = _norms_and_cosines(gram)
+        diagnostics = {"grad_norm": norms, "grad_cosine": cosines}
+        if weighting.kind == GRAMIAN:
+            weights, weighting_state, method_metrics = weighting.update(
+                losses, state.weighting_state, gram
+            )
+            if rep_grad:
+                grads = jacobian.shared_gradient_from_rep(pullbacks, weights)
+            else:
+                grads = jacobian.combine(weights, rows)
+            return grads, weights, weighting_state, method_metrics, diagnostics
+        direction, weighting_state, method_metrics = weighting.update(
+            losses, state.weighting_state, rows
+        )
+        grads = pullbacks.trunk_pullback(direction) if rep_grad else direction
+        return grads, None, weighting_state, method_metrics, diagnostics
 
     def step(state: TrainState, batch: dict):
         pullbacks = jacobian.forward_with_pullbacks(
             model, tasks, state.params, state.batch_stats, batch, train=True
         )
         # The step is not differentiated: losses and weights are plain values here.
-        losses = pullbacks.losses
-        metrics = {"loss": losses}
-        parameter_rows = weighting.kind == GRAMIAN and not rep_grad
-        if weighting.kind == LOSS:
-            weights, weighting_state, method_metrics = weighting.update(
-                losses, state.weighting_state
-            )
-        else:
-            if parameter_rows:
-                rows = jacobian.shared_jacobian(pullbacks, strategy=jacobian_strategy)
-            else:
-                rows = pullbacks.rep_grads
-            gram = jacobian.gramian(rows)
-            weights, weighting_state, method_metrics = weighting.update(
-                losses, state.weighting_state, gram
-            )
-            metrics["grad_norm"], metrics["grad_cosine"] = _norms_and_cosines(gram)
-        # Σ_t w_t g_t: from the parameter rows when they were built, otherwise by one
-        # trunk pullback of the weighted representation gradients.
-        if parameter_rows:
-            shared_grads = jacobian.combine(weights, rows)
-        else:
-            shared_grads = jacobian.shared_gradient_from_rep(pullbacks, weights)
+        shared_grads, weights, weighting_state, method_metrics, diagnostics = shared_gradient(
+            pullbacks, state
+        )
         task_grads = pullbacks.head_grads
         if head_grads == "weighted":
             task_grads = {
@@ -159,15 +201,27 @@ def make_train_step(
             }
         grads = {"shared": shared_grads, "tasks": task_grads}
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        if weighting.after_update is not None:
+            preds, _ = model.apply(
+                {"params": params, "batch_stats": state.batch_stats}, batch["image"], train=True
+            )
+            losses_after = jacobian.loss_vector(tasks, preds, batch)
+            weighting_state, after_metrics = weighting.after_update(
+                pullbacks.losses, losses_after, weighting_state
+            )
+            method_metrics = {**method_metrics, **after_metrics}
         new_state = TrainState(
             step=state.step + 1,
-            params=optax.apply_updates(state.params, updates),
+            params=params,
             batch_stats=pullbacks.batch_stats,
             opt_state=opt_state,
             weighting_state=weighting_state,
             rng=state.rng,
         )
-        metrics["weights"] = weights
+        metrics = {"loss": pullbacks.losses, **diagnostics}
+        if weights is not None:
+            metrics["weights"] = weights
         metrics.update({f"weighting/{k}": v for k, v in method_metrics.items()})
         return new_state, metrics
 
