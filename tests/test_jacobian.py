@@ -100,3 +100,21 @@ def test_jacobian_strategies_agree():
         assert relative_error(a, b) <= 1e-5
     with pytest.raises(ValueError, match="strategy must be one of"):
         jacobian.shared_jacobian(pullbacks, strategy="loop")
+
+
+@pytest.mark.parametrize(
+    ("strategy", "chunk_size"), [("unrolled", 1), ("unrolled", 2), ("vmap", 2)]
+)
+def test_task_chunks_give_the_same_rows(strategy, chunk_size):
+    tasks, model, variables, batch = multi_mnist_setup()
+    pullbacks = jacobian.forward_with_pullbacks(
+        model, tasks, variables["params"], variables["batch_stats"], batch
+    )
+    whole = jacobian.shared_jacobian(pullbacks)
+    # T = 3 tasks: chunks of 2 need one padded zero task, which must be dropped.
+    chunked = jacobian.shared_jacobian(pullbacks, strategy=strategy, chunk_size=chunk_size)
+    for a, b in zip(jax.tree.leaves(whole), jax.tree.leaves(chunked), strict=True):
+        assert a.shape == b.shape
+        assert relative_error(b, a) <= 1e-5
+    with pytest.raises(ValueError, match="chunk_size must be a positive integer"):
+        jacobian.shared_jacobian(pullbacks, chunk_size=0)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -124,3 +126,76 @@ def test_invalid_head_grads_rejected():
     tasks, model, _, _ = multi_mnist_setup()
     with pytest.raises(ValueError, match="head_grads must be one of"):
         make_train_step(model, tasks, optax.sgd(1.0), weighting.equal(), head_grads="both")
+
+
+class _RowSumState(NamedTuple):
+    calls: jax.Array
+
+
+def _row_sum_method() -> weighting.Weighting:
+    """A jacobian-kind test double: direction = Σ_t rows_t, i.e. the gradient of Σ L."""
+
+    def init(task_names, row):
+        del task_names, row
+        return _RowSumState(jnp.zeros((), jnp.int32))
+
+    def update(losses, state, rows):
+        del losses
+        return jax.tree.map(lambda r: r.sum(0), rows), _RowSumState(state.calls + 1), {}
+
+    return weighting.Weighting(init=init, update=update, kind=weighting.JACOBIAN)
+
+
+@pytest.mark.parametrize("rep_grad", [False, True])
+def test_jacobian_method_direction_is_the_shared_gradient(rep_grad):
+    tasks, model, _, batch = multi_mnist_setup()
+    w = _row_sum_method()
+    tx = _grad_recorder()
+    state = create_train_state(model, tx, w, batch["image"], seed=0, rep_grad=rep_grad)
+    step = make_train_step(model, tasks, tx, w, rep_grad=rep_grad, jit=False)
+    new_state, metrics = step(state, batch)
+    _, unweighted = _objective_grads(model, tasks, state, batch, jnp.ones(3))
+    for a, b in zip(jax.tree.leaves(new_state.opt_state), jax.tree.leaves(unweighted), strict=True):
+        assert relative_error(a, b) <= 1e-5
+    assert "weights" not in metrics and metrics["grad_cosine"].shape == (3, 3)
+    assert int(new_state.weighting_state.calls) == 1
+    with pytest.raises(ValueError, match="jacobian methods have none"):
+        make_train_step(model, tasks, tx, w, head_grads="weighted")
+
+
+class _AfterState(NamedTuple):
+    before: jax.Array
+    after: jax.Array
+
+
+def test_after_update_gets_the_losses_under_the_new_parameters():
+    tasks, model, _, batch = multi_mnist_setup()
+
+    def update(losses, state):
+        return jnp.ones_like(losses), state, {}
+
+    def after_update(before, after, state):
+        del state
+        return _AfterState(before, after), {"after_mean": after.mean()}
+
+    w = weighting.Weighting(
+        init=lambda names: _AfterState(jnp.zeros(len(names)), jnp.zeros(len(names))),
+        update=update,
+        kind=weighting.LOSS,
+        after_update=after_update,
+    )
+    tx = optax.sgd(0.1)
+    state = create_train_state(model, tx, w, batch["image"], seed=0)
+    new_state, metrics = make_train_step(model, tasks, tx, w, jit=False)(state, batch)
+    recorded = new_state.weighting_state
+    np.testing.assert_allclose(recorded.before, metrics["loss"], rtol=1e-6)
+    preds, _ = model.apply(
+        {"params": new_state.params, "batch_stats": state.batch_stats}, batch["image"], train=True
+    )
+    valid = jnp.ones(batch["image"].shape[0], bool)
+    expected = [
+        masked_mean(*tasks[n].loss(preds[n], batch["targets"][n], valid)) for n in model.task_names
+    ]
+    np.testing.assert_allclose(recorded.after, expected, rtol=1e-5)
+    assert not np.allclose(recorded.after, recorded.before)
+    assert "weighting/after_mean" in metrics
