@@ -12,14 +12,19 @@ from typing import Any
 
 from mtl_jax.weighting._aggregate import aggregate, default_task_names
 from mtl_jax.weighting._base import GRAMIAN, JACOBIAN, KINDS, LOSS, Weighting
+from mtl_jax.weighting._dwa import DWAState, dwa
 from mtl_jax.weighting._equal import EqualState, equal
 from mtl_jax.weighting._fixed import FixedState, fixed
+from mtl_jax.weighting._gls import GLSState, gls
 from mtl_jax.weighting._mgda import MGDAState, mgda
 from mtl_jax.weighting._min_norm import MinNormResult, min_norm_simplex
+from mtl_jax.weighting._rlw import RLWState, rlw
+from mtl_jax.weighting._scale_invariant import ScaleInvariantState, scale_invariant
+from mtl_jax.weighting._stch import STCHState, stch
 from mtl_jax.weighting._uncertainty import UncertaintyState, uncertainty
 
 # Every method factory, by the name used in configs.
-METHODS = ("equal", "fixed", "mgda", "uncertainty")
+METHODS = ("dwa", "equal", "fixed", "gls", "mgda", "rlw", "scale_invariant", "stch", "uncertainty")
 
 __all__ = [
     "GRAMIAN",
@@ -27,19 +32,29 @@ __all__ = [
     "KINDS",
     "LOSS",
     "METHODS",
+    "DWAState",
     "EqualState",
     "FixedState",
+    "GLSState",
     "MGDAState",
     "MinNormResult",
+    "RLWState",
+    "STCHState",
+    "ScaleInvariantState",
     "UncertaintyState",
     "Weighting",
     "aggregate",
     "create",
     "default_task_names",
+    "dwa",
     "equal",
     "fixed",
+    "gls",
     "mgda",
     "min_norm_simplex",
+    "rlw",
+    "scale_invariant",
+    "stch",
     "uncertainty",
 ]
 
