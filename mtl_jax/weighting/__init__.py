@@ -14,8 +14,11 @@ from mtl_jax.weighting._aggregate import aggregate, default_task_names
 from mtl_jax.weighting._base import GRAMIAN, JACOBIAN, KINDS, LOSS, Weighting
 from mtl_jax.weighting._dwa import DWAState, dwa
 from mtl_jax.weighting._equal import EqualState, equal
+from mtl_jax.weighting._famo import FAMOState, famo
 from mtl_jax.weighting._fixed import FixedState, fixed
 from mtl_jax.weighting._gls import GLSState, gls
+from mtl_jax.weighting._gradnorm import GradNormState, gradnorm
+from mtl_jax.weighting._gradvac import GradVacState, gradvac
 from mtl_jax.weighting._mgda import MGDAState, mgda
 from mtl_jax.weighting._min_norm import MinNormResult, min_norm_simplex
 from mtl_jax.weighting._rlw import RLWState, rlw
@@ -24,7 +27,20 @@ from mtl_jax.weighting._stch import STCHState, stch
 from mtl_jax.weighting._uncertainty import UncertaintyState, uncertainty
 
 # Every method factory, by the name used in configs.
-METHODS = ("dwa", "equal", "fixed", "gls", "mgda", "rlw", "scale_invariant", "stch", "uncertainty")
+METHODS = (
+    "dwa",
+    "equal",
+    "famo",
+    "fixed",
+    "gls",
+    "gradnorm",
+    "gradvac",
+    "mgda",
+    "rlw",
+    "scale_invariant",
+    "stch",
+    "uncertainty",
+)
 
 __all__ = [
     "GRAMIAN",
@@ -34,8 +50,11 @@ __all__ = [
     "METHODS",
     "DWAState",
     "EqualState",
+    "FAMOState",
     "FixedState",
     "GLSState",
+    "GradNormState",
+    "GradVacState",
     "MGDAState",
     "MinNormResult",
     "RLWState",
@@ -48,8 +67,11 @@ __all__ = [
     "default_task_names",
     "dwa",
     "equal",
+    "famo",
     "fixed",
     "gls",
+    "gradnorm",
+    "gradvac",
     "mgda",
     "min_norm_simplex",
     "rlw",

@@ -1,0 +1,83 @@
+"""`gradnorm`: gradient normalisation (Chen et al., ICML 2018)."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from mtl_jax.weighting._base import GRAMIAN, Weighting
+
+
+class GradNormState(NamedTuple):
+    """Weight logits `s` [T], their optimizer state, the first losses `L(0)` and a counter."""
+
+    logits: jax.Array
+    opt_state: optax.OptState
+    initial_losses: jax.Array
+    step: jax.Array
+
+
+def gradnorm(*, alpha: float = 1.5, learning_rate: float = 1e-3) -> Weighting:
+    """GradNorm, Chen, Badrinarayanan, Lee & Rabinovich, ICML 2018, Eq. 2 (LibMTL's form).
+
+    Task weights `w = T · softmax(s)` (they sum to T) are learned so that the weighted
+    gradient norms `G_t = w_t ‖g_t‖` approach the common target `Ḡ · r_t^α`, where
+    `Ḡ = mean_t G_t`, `r_t = L̃_t / mean(L̃)` is the relative inverse training rate and
+    `L̃_t = L_t / L_t(0)`. Each update takes one Adam step on `s` for the loss
+    `Σ_t |G_t − Ḡ r_t^α|` with the target held constant (Eq. 2), and returns the weights
+    from before the step, which the model uses for `Σ_t w_t g_t`.
+
+    Conventions: `‖g_t‖` is the norm of task t's gradient as given by the trainer: all
+    shared parameters in parameter mode (LibMTL's choice), or the shared representation
+    with `rep_grad=True` — the output of the last shared layer, the cheap variant of the
+    paper's "last shared layer". `L(0)` are the losses of the first update (the paper's
+    initial losses; LibMTL uses the first epoch's mean). LibMTL trains `s` with the
+    model's optimizer and learning rate; here `s` has its own Adam (`learning_rate`).
+
+    Args:
+      alpha: the restoring-force strength α (paper's and LibMTL's default: 1.5).
+      learning_rate: Adam learning rate of the weight logits.
+    """
+    if alpha < 0 or learning_rate <= 0:
+        raise ValueError(
+            f"gradnorm: need alpha >= 0 and learning_rate > 0, got {alpha}, {learning_rate}"
+        )
+    tx = optax.adam(learning_rate)
+
+    def init(task_names):
+        num_tasks = len(task_names)
+        logits = jnp.zeros((num_tasks,), jnp.float32)
+        return GradNormState(
+            logits, tx.init(logits), jnp.ones((num_tasks,), jnp.float32), jnp.zeros((), jnp.int32)
+        )
+
+    def update(losses, state, gramian):
+        num_tasks = losses.shape[0]
+        norms = jnp.sqrt(jnp.maximum(jnp.diagonal(gramian), 0.0))
+        initial = jnp.where(state.step == 0, losses, state.initial_losses)
+        ratio = jnp.where(initial > 0, losses / jnp.where(initial > 0, initial, 1.0), 1.0)
+        mean_ratio = jnp.mean(ratio)
+        inverse_rate = jnp.where(
+            mean_ratio > 0, ratio / jnp.where(mean_ratio > 0, mean_ratio, 1.0), 1.0
+        )
+
+        def weights_of(logits):
+            return num_tasks * jax.nn.softmax(logits)
+
+        weights = weights_of(state.logits)
+        target = jax.lax.stop_gradient(jnp.mean(weights * norms) * inverse_rate**alpha)
+
+        def gradnorm_loss(logits):
+            return jnp.sum(jnp.abs(weights_of(logits) * norms - target))
+
+        value, grad = jax.value_and_grad(gradnorm_loss)(state.logits)
+        updates, opt_state = tx.update(grad, state.opt_state, state.logits)
+        new_state = GradNormState(
+            optax.apply_updates(state.logits, updates), opt_state, initial, state.step + 1
+        )
+        return weights, new_state, {"gradnorm_loss": value}
+
+    return Weighting(init=init, update=update, kind=GRAMIAN)
