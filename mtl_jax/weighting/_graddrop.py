@@ -1,0 +1,97 @@
+"""`graddrop`: gradient sign dropout (Chen et al., NeurIPS 2020)."""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from mtl_jax.weighting._base import JACOBIAN, Weighting
+
+
+class GradDropState(NamedTuple):
+    """The PRNG key of the next mask (split at every update)."""
+
+    key: jax.Array
+
+
+def graddrop(*, leak: float = 0.0, seed: int = 0) -> Weighting:
+    """GradDrop, Chen et al., "Just Pick a Sign: Optimizing Deep Multitask Models with
+    Gradient Sign Dropout", NeurIPS 2020, Alg. 1 (lines 10–15).
+
+    For every coordinate `j` of the rows, the positive sign purity is
+    `P_j = ½ (1 + Σ_t g_tj / Σ_t |g_tj|)` (Eq. 1; `P_j = ½` where every row is zero). One
+    uniform `U_j ~ U[0, 1)` per coordinate, shared by the tasks, keeps the positive
+    entries when `P_j > U_j` and the negative ones otherwise:
+    `M_tj = [P_j > U_j] [g_tj > 0] + [P_j ≤ U_j] [g_tj < 0]`, and the direction is
+    `d_j = Σ_t (ℓ + (1 − ℓ) M_tj) g_tj` with leak `ℓ`. A coordinate whose entries all
+    have the same sign has `P_j ∈ {0, 1}` and is kept in full, and `E[d] = Σ_t g_t`: the
+    mask only decides *which* sign each coordinate follows (the paper's `≤` tie-break on
+    `P_j = U_j` is ours; the paper leaves ties open).
+
+    LibMTL applies GradDrop only to representation gradients (`rep_grad=True` in the
+    trainer); there the coordinates are the (example, feature) entries of the
+    representation, and LibMTL additionally multiplies each gradient by the sign of the
+    activation and sums over the batch before computing `P`, which needs the activations
+    and is not done here (torchjd's `GradDrop` does as we do). In parameter mode
+    (`rep_grad=False`) the mask acts on the coordinates of the shared parameters.
+
+    The uniforms come from the key in the state: `init` builds it from `seed`, and every
+    `update` splits it. One draw covers the concatenation of the leaves in tree order, so
+    a pytree of rows gives the same direction as the flattened `[T, P]` matrix.
+
+    Args:
+      leak: `ℓ ∈ [0, 1]`, the fraction of every gradient that passes the mask (LibMTL: 0;
+        `ℓ = 1` gives `Σ_t g_t`).
+      seed: integer seed of the initial key.
+
+    Metrics: `kept_fraction` [T], the fraction of each task's nonzero coordinates that
+    the mask keeps (1 for a zero row).
+
+    Example:
+      >>> J = jnp.array([[1.0, -2.0], [3.0, 1.0]])
+      >>> direction, _, state = aggregate(graddrop(), J)
+      >>> float(direction[0])  # both tasks push coordinate 0 the same way: kept in full
+      4.0
+    """
+    if not isinstance(leak, int | float) or isinstance(leak, bool) or not 0.0 <= leak <= 1.0:
+        raise ValueError(f"graddrop: leak must be a number in [0, 1], got {leak!r}")
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise ValueError(f"graddrop: seed must be an integer, got {seed!r}")
+
+    def init(task_names, row):
+        del task_names, row
+        return GradDropState(jax.random.PRNGKey(seed))
+
+    def update(losses, state, rows):
+        del losses
+        key, draw = jax.random.split(state.key)
+        leaves, treedef = jax.tree.flatten(rows)
+        sizes = [math.prod(leaf.shape[1:]) for leaf in leaves]
+        uniforms = jax.random.uniform(draw, (sum(sizes),), jnp.float32)
+        offset = 0
+        directions, kept, nonzero = [], 0.0, 0.0
+        for leaf, size in zip(leaves, sizes, strict=True):
+            u = uniforms[offset : offset + size].reshape(leaf.shape[1:])
+            offset += size
+            grads = leaf.astype(jnp.float32)
+            total = jnp.sum(grads, axis=0)
+            magnitude = jnp.sum(jnp.abs(grads), axis=0)
+            # Same-sign coordinates give total = ±magnitude bit for bit, so P is exactly
+            # 0 or 1 there and U ∈ [0, 1) always keeps them.
+            ratio = jnp.where(magnitude > 0, total / jnp.where(magnitude > 0, magnitude, 1.0), 0.0)
+            purity = 0.5 * (1.0 + ratio)
+            mask = jnp.where(grads > 0, purity > u, purity <= u)
+            scale = leak + (1.0 - leak) * mask.astype(jnp.float32)
+            directions.append(jnp.sum(scale * grads, axis=0).astype(leaf.dtype))
+            present = grads != 0
+            axes = tuple(range(1, grads.ndim))
+            kept = kept + jnp.sum(present & mask, axis=axes)
+            nonzero = nonzero + jnp.sum(present, axis=axes)
+        kept_fraction = jnp.where(nonzero > 0, kept / jnp.maximum(nonzero, 1), 1.0)
+        direction = jax.tree.unflatten(treedef, directions)
+        return direction, GradDropState(key), {"kept_fraction": kept_fraction}
+
+    return Weighting(init=init, update=update, kind=JACOBIAN)

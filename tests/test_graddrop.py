@@ -1,0 +1,120 @@
+"""`graddrop`: same-sign coordinates are kept, the mask is unbiased, the key drives it."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from mtl_jax import weighting
+from mtl_jax.weighting._graddrop import GradDropState, graddrop
+from tests.banks import jacobian_bank
+
+
+def _init(method, jac):
+    names = weighting.default_task_names(jac.shape[0])
+    return method.init(names, jax.ShapeDtypeStruct(jac.shape[1:], jnp.float32))
+
+
+def test_same_sign_coordinates_are_kept_in_full():
+    rng = np.random.default_rng(0)
+    jac = rng.normal(size=(4, 60)).astype(np.float32)
+    jac[:, :20] = np.abs(jac[:, :20])  # all positive
+    jac[:, 20:40] = -np.abs(jac[:, 20:40])  # all negative
+    jac[1, 10] = 0.0  # a zero entry does not break purity
+    method = graddrop(seed=3)
+    state = _init(method, jac)
+    update = jax.jit(method.update)
+    for _ in range(5):
+        direction, state, _ = update(None, state, jnp.asarray(jac))
+        np.testing.assert_allclose(direction[:40], jac.sum(0)[:40], rtol=1e-6)
+        # Mixed coordinates follow one sign: d_j is the sum of its positive or negative part.
+        positive = np.where(jac[:, 40:] > 0, jac[:, 40:], 0).sum(0)
+        negative = np.where(jac[:, 40:] < 0, jac[:, 40:], 0).sum(0)
+        d = np.asarray(direction[40:])
+        assert np.all(np.isclose(d, positive) | np.isclose(d, negative))
+
+
+def test_mask_is_unbiased():
+    """E[d_j] = P_j S⁺_j − (1 − P_j) S⁻_j = S⁺_j − S⁻_j = Σ_t g_tj with P_j = S⁺/(S⁺ + S⁻)."""
+    rng = np.random.default_rng(1)
+    jac = jnp.asarray(rng.normal(size=(3, 8)), jnp.float32)
+    method = graddrop()
+    draws = 4000
+    keys = jax.random.split(jax.random.PRNGKey(0), draws)
+    directions, _, _ = jax.jit(jax.vmap(lambda k: method.update(None, GradDropState(k), jac)))(keys)
+    spread = np.sum(np.abs(np.asarray(jac)), axis=0)
+    np.testing.assert_array_less(
+        np.abs(np.mean(directions, axis=0) - np.sum(jac, axis=0)), 5 * spread / np.sqrt(draws)
+    )
+
+
+def test_leak_one_is_the_sum_and_metrics():
+    jac = jnp.asarray(jacobian_bank()["conflicting"])
+    direction, _, state = jax.jit(lambda j: weighting.aggregate(graddrop(leak=1.0), j))(jac)
+    np.testing.assert_allclose(direction, np.sum(jac, axis=0), rtol=1e-6)
+    _, _, metrics = jax.jit(graddrop().update)(None, state, jnp.abs(jac))
+    np.testing.assert_allclose(metrics["kept_fraction"], 1.0)
+
+
+def test_key_in_state_drives_the_mask():
+    jac = jnp.asarray(np.random.default_rng(2).normal(size=(3, 200)), jnp.float32)
+    method = graddrop(seed=7)
+    update = jax.jit(method.update)
+    state = _init(method, jac)
+    first, next_state, _ = update(None, state, jac)
+    again, _, _ = update(None, state, jac)
+    np.testing.assert_array_equal(first, again)
+    second, _, _ = update(None, next_state, jac)
+    assert not np.array_equal(first, second), "the key was not split"
+    other, _, _ = update(None, _init(graddrop(seed=8), jac), jac)
+    assert not np.array_equal(first, other)
+
+
+@pytest.mark.parametrize("case", sorted(jacobian_bank()))
+def test_finite_on_bank(case):
+    jac = jnp.asarray(jacobian_bank()[case])
+    direction, weights, _ = jax.jit(lambda j: weighting.aggregate(graddrop(), j))(jac)
+    assert weights is None
+    assert direction.shape == jac.shape[1:] and np.all(np.isfinite(direction)), case
+
+
+def test_jits_once_and_keeps_state_structure():
+    method = graddrop()
+    jac = jnp.asarray(jacobian_bank()["random4"])
+    update = jax.jit(method.update)
+    state = _init(method, jac)
+    _, new_state, _ = update(None, state, jac)
+    _, new_state, _ = update(None, new_state, jac * 2)
+    assert update._cache_size() == 1
+    assert jax.tree.structure(new_state) == jax.tree.structure(state)
+    for a, b in zip(jax.tree.leaves(new_state), jax.tree.leaves(state), strict=True):
+        assert a.shape == b.shape and a.dtype == b.dtype
+
+
+def test_pytree_rows_match_the_flat_matrix():
+    rng = np.random.default_rng(4)
+    rows = {
+        "a": jnp.asarray(rng.normal(size=(3, 2, 3)), jnp.float32),
+        "b": jnp.asarray(rng.normal(size=(3, 4)), jnp.float32),
+    }
+    flat = jnp.concatenate([rows["a"].reshape(3, -1), rows["b"]], axis=1)
+    method = graddrop(seed=5)
+    names = weighting.default_task_names(3)
+    tree_state = method.init(names, jax.eval_shape(lambda r: jax.tree.map(lambda x: x[0], r), rows))
+    flat_state = method.init(names, jax.ShapeDtypeStruct((10,), jnp.float32))
+    update = jax.jit(method.update)
+    for _ in range(3):
+        tree_dir, tree_state, _ = update(None, tree_state, rows)
+        flat_dir, flat_state, _ = update(None, flat_state, flat)
+        joined = jnp.concatenate([tree_dir["a"].reshape(-1), tree_dir["b"]])
+        np.testing.assert_allclose(joined, flat_dir, rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "options", [{"leak": -0.1}, {"leak": 1.5}, {"leak": "0"}, {"seed": 1.0}, {"seed": True}]
+)
+def test_rejects_bad_options(options):
+    with pytest.raises(ValueError, match="graddrop: (leak|seed) must be"):
+        graddrop(**options)
