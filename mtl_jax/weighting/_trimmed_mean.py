@@ -1,0 +1,66 @@
+"""`trimmed_mean`: coordinate-wise trimmed mean (Yin et al., ICML 2018)."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from mtl_jax.weighting._base import JACOBIAN, Weighting
+
+
+class TrimmedMeanState(NamedTuple):
+    """`trimmed_mean` keeps no state."""
+
+
+def trimmed_mean(*, trim_number: int = 1) -> Weighting:
+    """Coordinate-wise trimmed mean, Yin, Chen, Ramchandran & Bartlett, "Byzantine-Robust
+    Distributed Learning: Towards Optimal Statistical Rates", ICML 2018, Def. 2.
+
+    For every coordinate `j`, the `T` values `g_1j … g_Tj` are sorted, the `b` largest
+    and the `b` smallest are removed, and `d_j` is the mean of the remaining `T − 2b`
+    (torchjd's `TrimmedMean`). A single arbitrarily large row moves no coordinate of `d`
+    outside the range of the other rows once `b ≥ 1`. The direction is a mean, so its
+    scale is that of `equal(reduction="mean")`, not of the sum.
+
+    Args:
+      trim_number: `b ≥ 0`, the number of values removed at each end of every coordinate
+        (`b = 0` is the plain mean). It needs `T ≥ 2b + 1` tasks, checked by `init`
+        (from the task names) and again by `update` (from the rows).
+
+    Example:
+      >>> J = jnp.array([[1.0, 2.0], [1.5, 2.5], [1e6, -1e6]])
+      >>> direction, _, _ = aggregate(trimmed_mean(trim_number=1), J)
+      >>> direction.tolist()  # the outlier row is trimmed from both coordinates
+      [1.5, 2.0]
+    """
+    if not isinstance(trim_number, int) or isinstance(trim_number, bool) or trim_number < 0:
+        raise ValueError(f"trimmed_mean: trim_number must be an integer ≥ 0, got {trim_number!r}")
+
+    def check(num_tasks):
+        if 2 * trim_number >= num_tasks:
+            raise ValueError(
+                f"trimmed_mean: trim_number={trim_number} removes {2 * trim_number} of the "
+                f"{num_tasks} task values of every coordinate; it needs at least "
+                f"{2 * trim_number + 1} tasks (use trim_number ≤ {(num_tasks - 1) // 2})"
+            )
+
+    def init(task_names, row):
+        del row
+        check(len(task_names))
+        return TrimmedMeanState()
+
+    def update(losses, state, rows):
+        del losses
+        leaves = jax.tree.leaves(rows)
+        num_tasks = leaves[0].shape[0]
+        check(num_tasks)
+
+        def trim(leaf):
+            ordered = jnp.sort(leaf, axis=0)
+            return jnp.mean(ordered[trim_number : num_tasks - trim_number], axis=0)
+
+        return jax.tree.map(trim, rows), state, {}
+
+    return Weighting(init=init, update=update, kind=JACOBIAN)

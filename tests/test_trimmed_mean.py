@@ -1,0 +1,93 @@
+"""`trimmed_mean`: robust to an outlier row; invalid trims fail early and clearly."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from mtl_jax import weighting
+from mtl_jax.weighting._trimmed_mean import trimmed_mean
+from tests.banks import jacobian_bank
+
+
+def _aggregate(method, jac):
+    return jax.jit(lambda j: weighting.aggregate(method, j))(jnp.asarray(jac))
+
+
+@pytest.mark.parametrize("scale", [1e3, 1e30, -1e30])
+def test_one_outlier_row_cannot_move_the_direction_out_of_the_inliers(scale):
+    rng = np.random.default_rng(0)
+    inliers = rng.normal(size=(4, 25)).astype(np.float32)
+    outlier = scale * rng.normal(size=(1, 25)).astype(np.float32)
+    jac = np.concatenate([inliers[:2], outlier, inliers[2:]])
+    direction, _, _ = _aggregate(trimmed_mean(trim_number=1), jac)
+    d = np.asarray(direction)
+    assert np.all(d >= inliers.min(0) - 1e-6) and np.all(d <= inliers.max(0) + 1e-6)
+    # Independent check: drop the extremes of every column of the sorted matrix.
+    np.testing.assert_allclose(d, np.sort(jac, axis=0)[1:-1].mean(0), rtol=1e-6)
+
+
+def test_trim_zero_is_the_mean():
+    jac = jacobian_bank()["random4"]
+    direction, weights, _ = _aggregate(trimmed_mean(trim_number=0), jac)
+    assert weights is None
+    np.testing.assert_allclose(direction, jac.mean(0), rtol=1e-6, atol=1e-7)
+
+
+def test_invalid_trim_is_rejected_at_init_and_update():
+    method = trimmed_mean(trim_number=2)
+    row = jax.ShapeDtypeStruct((3,), jnp.float32)
+    with pytest.raises(ValueError, match=r"trim_number=2 removes 4 of the 4 .* at least 5 tasks"):
+        method.init(weighting.default_task_names(4), row)
+    state = method.init(weighting.default_task_names(5), row)
+    with pytest.raises(ValueError, match="needs at least 5 tasks"):
+        method.update(None, state, jnp.ones((3, 3)))
+    with pytest.raises(ValueError, match="needs at least 3 tasks"):
+        weighting.aggregate(trimmed_mean(), jnp.ones((2, 3)))
+
+
+@pytest.mark.parametrize("trim_number", [-1, 1.0, True, "1"])
+def test_rejects_bad_trim_number(trim_number):
+    with pytest.raises(ValueError, match="trim_number must be an integer"):
+        trimmed_mean(trim_number=trim_number)
+
+
+@pytest.mark.parametrize("case", sorted(jacobian_bank()))
+def test_finite_on_bank(case):
+    jac = jacobian_bank()[case]
+    method = trimmed_mean(trim_number=min(1, (jac.shape[0] - 1) // 2))
+    direction, _, _ = _aggregate(method, jac)
+    assert direction.shape == jac.shape[1:] and np.all(np.isfinite(direction)), case
+
+
+def test_jits_once_and_keeps_state_structure():
+    method = trimmed_mean()
+    jac = jnp.asarray(jacobian_bank()["random4"])
+    update = jax.jit(method.update)
+    state = method.init(weighting.default_task_names(4), jax.ShapeDtypeStruct((30,), jnp.float32))
+    _, new_state, metrics = update(None, state, jac)
+    _, new_state, _ = update(None, new_state, jac * 2)
+    assert update._cache_size() == 1
+    assert jax.tree.structure(new_state) == jax.tree.structure(state)
+    assert metrics == {}
+
+
+def test_pytree_rows_match_the_flat_matrix():
+    rng = np.random.default_rng(4)
+    rows = {
+        "a": jnp.asarray(rng.normal(size=(5, 2, 3)), jnp.float32),
+        "b": jnp.asarray(rng.normal(size=(5, 4)), jnp.float32),
+    }
+    flat = jnp.concatenate([rows["a"].reshape(5, -1), rows["b"]], axis=1)
+    method = trimmed_mean(trim_number=2)
+    names = weighting.default_task_names(5)
+    row = jax.eval_shape(lambda r: jax.tree.map(lambda x: x[0], r), rows)
+    update = jax.jit(method.update)
+    tree_dir, _, _ = update(None, method.init(names, row), rows)
+    flat_dir, _, _ = update(
+        None, method.init(names, jax.ShapeDtypeStruct((10,), jnp.float32)), flat
+    )
+    joined = jnp.concatenate([tree_dir["a"].reshape(-1), tree_dir["b"]])
+    np.testing.assert_allclose(joined, flat_dir, rtol=1e-6)
