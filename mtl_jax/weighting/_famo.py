@@ -11,6 +11,12 @@ import optax
 from mtl_jax.weighting._base import LOSS, Weighting
 
 
+def logit_gradient(logits: jax.Array, log_loss_decrease: jax.Array) -> jax.Array:
+    """`∂z/∂ξᵀ δ = z ⊙ (δ − zᵀδ)` with `z = softmax(ξ)`: FAMO's gradient of the logits."""
+    _, softmax_vjp = jax.vjp(jax.nn.softmax, logits)
+    return softmax_vjp(log_loss_decrease)[0]
+
+
 class FAMOState(NamedTuple):
     """Task logits `ξ` [T] and their optimizer state."""
 
@@ -35,7 +41,8 @@ def famo(
     Adam step on the gradient `∂z/∂ξᵀ δ` (Alg. 1, line 7; weight decay added to the
     gradient, as torch's Adam does). Tasks whose log-loss falls more slowly gain weight;
     when all log-losses fall at the same rate, `∂z/∂ξᵀ δ = z ⊙ (δ − zᵀδ) = 0` and `ξ`
-    stays put.
+    stays put (up to Adam's normalisation of float32 rounding noise in that gradient,
+    as in the reference code).
 
     The trainer supplies `L'` from one extra forward on the same batch (the
     `after_update` hook), as LibMTL's trainer and the FAMO reference code do.
@@ -74,8 +81,7 @@ def famo(
 
     def after_update(losses_before, losses_after, state):
         delta = jnp.log(shifted(losses_before)) - jnp.log(shifted(losses_after))
-        _, softmax_vjp = jax.vjp(jax.nn.softmax, state.logits)
-        (grad,) = softmax_vjp(delta)
+        grad = logit_gradient(state.logits, delta)
         updates, opt_state = tx.update(grad, state.opt_state, state.logits)
         logits = optax.apply_updates(state.logits, updates)
         return FAMOState(logits, opt_state), {"log_loss_decrease": delta}
