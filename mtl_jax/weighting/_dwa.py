@@ -30,10 +30,10 @@ class DWAState(NamedTuple):
 
 
 def dwa(*, steps_per_epoch: int, temperature: float = 2.0) -> Weighting:
-    """Dynamic weight average, Liu, Johns & Davison, CVPR 2019, Eq. 1.
+    """Dynamic weight average, Liu et al., CVPR 2019, Eq. 1.
 
-    From "End-to-End Multi-Task Learning with Attention". Weights follow each task's
-    rate of loss decrease over the previous epochs:
+    Liu, Johns & Davison, "End-to-End Multi-Task Learning with Attention". Weights
+    follow each task's rate of loss decrease over the previous epochs:
 
         w = T · softmax(r / τ),   r_t = L̄_t(e − 1) / L̄_t(e − 2),
 

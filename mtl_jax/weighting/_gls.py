@@ -17,9 +17,9 @@ class GLSState(NamedTuple):
 def gls(*, eps: float = 1e-20) -> Weighting:
     """Geometric loss strategy: minimise the geometric mean `(Π_t L_t)^{1/T}`.
 
-    Chennupati, Sistu, Yogamani & Rawashdeh, "MultiNet++: Multi-Stream Feature
-    Aggregation and Geometric Loss Strategy for Multi-Task Learning", CVPR Workshops
-    2019 (the geometric-mean total loss of Sec. 3). Its gradient is `Σ_t w_t g_t` with
+    Chennupati et al., "MultiNet++: Multi-Stream Feature Aggregation and Geometric Loss
+    Strategy for Multi-Task Learning", CVPR Workshops 2019 (the geometric-mean total
+    loss `(Π_t L_t)^{1/T}` that replaces the weighted sum). Its gradient is `Σ_t w_t g_t` with
 
         w_t = ∂(Π_s L_s)^{1/T} / ∂L_t = (Π_s L_s)^{1/T} / (T · L_t),
 

@@ -19,11 +19,11 @@ class RLWState(NamedTuple):
 def rlw(*, seed: int = 0) -> Weighting:
     """Random loss weighting: fresh weights `w = softmax(z)`, `z ~ N(0, I)`, every step.
 
-    Lin, Ye, Xu, Shi, Zhang & Kwok, "Reasonable Effectiveness of Random Weighting: A
-    Litmus Test for Multi-Task Learning", TMLR 2022 (Sec. 3, RLW with the standard
-    normal as the distribution of the unnormalised weights, the paper's and LibMTL's
-    default). The weights lie on the simplex (they sum to 1, not to T), so the shared
-    learning rate is effectively `1/T` of `equal(reduction="sum")`'s, as in LibMTL.
+    Lin et al., "Reasonable Effectiveness of Random Weighting: A Litmus Test for
+    Multi-Task Learning", TMLR 2022: RLW with the standard normal as the distribution of
+    the unnormalised weights (the paper's and LibMTL's default). The weights lie on the
+    simplex (they sum to 1, not to T), so the shared learning rate is effectively `1/T`
+    of `equal(reduction="sum")`'s, as in LibMTL.
 
     All randomness comes from the key in the state: `init` builds it from `seed`, and
     every `update` splits it, drawing with one half and keeping the other. The same state

@@ -30,7 +30,7 @@ class STCHState(NamedTuple):
 def stch(
     *, steps_per_epoch: int, mu: float = 1.0, warmup_epochs: int = 4, eps: float = 1e-20
 ) -> Weighting:
-    """Smooth Tchebycheff scalarisation, Lin, Zhang, Yang, Liu, Wang & Zhang, ICML 2024.
+    """Smooth Tchebycheff scalarisation, Lin et al., ICML 2024.
 
     "Smooth Tchebycheff Scalarization for Multi-Objective Optimization", Sec. 3: the
     Tchebycheff scalarisation `max_t λ_t (f_t − z_t)` is smoothed into
