@@ -12,33 +12,43 @@ from typing import Any
 
 from mtl_jax.weighting._aggregate import aggregate, default_task_names
 from mtl_jax.weighting._base import GRAMIAN, JACOBIAN, KINDS, LOSS, Weighting
+from mtl_jax.weighting._db_mtl import DBMTLState, db_mtl
 from mtl_jax.weighting._dwa import DWAState, dwa
 from mtl_jax.weighting._equal import EqualState, equal
+from mtl_jax.weighting._excess_mtl import ExcessMTLState, excess_mtl
 from mtl_jax.weighting._famo import FAMOState, famo
 from mtl_jax.weighting._fixed import FixedState, fixed
 from mtl_jax.weighting._gls import GLSState, gls
+from mtl_jax.weighting._graddrop import GradDropState, graddrop
 from mtl_jax.weighting._gradnorm import GradNormState, gradnorm
 from mtl_jax.weighting._gradvac import GradVacState, gradvac
 from mtl_jax.weighting._mgda import MGDAState, mgda
 from mtl_jax.weighting._min_norm import MinNormResult, min_norm_simplex
+from mtl_jax.weighting._moco import MoCoState, moco
 from mtl_jax.weighting._rlw import RLWState, rlw
 from mtl_jax.weighting._scale_invariant import ScaleInvariantState, scale_invariant
 from mtl_jax.weighting._stch import STCHState, stch
+from mtl_jax.weighting._trimmed_mean import TrimmedMeanState, trimmed_mean
 from mtl_jax.weighting._uncertainty import UncertaintyState, uncertainty
 
 # Every method factory, by the name used in configs.
 METHODS = (
+    "db_mtl",
     "dwa",
     "equal",
+    "excess_mtl",
     "famo",
     "fixed",
     "gls",
+    "graddrop",
     "gradnorm",
     "gradvac",
     "mgda",
+    "moco",
     "rlw",
     "scale_invariant",
     "stch",
+    "trimmed_mean",
     "uncertainty",
 )
 
@@ -48,35 +58,45 @@ __all__ = [
     "KINDS",
     "LOSS",
     "METHODS",
+    "DBMTLState",
     "DWAState",
     "EqualState",
+    "ExcessMTLState",
     "FAMOState",
     "FixedState",
     "GLSState",
+    "GradDropState",
     "GradNormState",
     "GradVacState",
     "MGDAState",
     "MinNormResult",
+    "MoCoState",
     "RLWState",
     "STCHState",
     "ScaleInvariantState",
+    "TrimmedMeanState",
     "UncertaintyState",
     "Weighting",
     "aggregate",
     "create",
+    "db_mtl",
     "default_task_names",
     "dwa",
     "equal",
+    "excess_mtl",
     "famo",
     "fixed",
     "gls",
+    "graddrop",
     "gradnorm",
     "gradvac",
     "mgda",
     "min_norm_simplex",
+    "moco",
     "rlw",
     "scale_invariant",
     "stch",
+    "trimmed_mean",
     "uncertainty",
 ]
 
