@@ -11,7 +11,11 @@ from mtl_jax import weighting
 from tests.banks import jacobian_bank
 
 # Options a method cannot run without (the rest use their defaults).
-REQUIRED_OPTIONS = {"dwa": {"steps_per_epoch": 2}}
+REQUIRED_OPTIONS = {
+    "dwa": {"steps_per_epoch": 2},
+    # No warm-up, so that the STCH weights themselves are in use from the second call.
+    "stch": {"steps_per_epoch": 1, "warmup_epochs": 0},
+}
 
 
 def build(name: str, num_tasks: int = 3) -> weighting.Weighting:
@@ -75,7 +79,9 @@ def test_converges_on_conflicting_quadratics(name):
     @jax.jit
     def step(x, state):
         jac = x[None, :] - targets
-        losses = 0.5 * jnp.sum(jac**2, axis=1)
+        # The +1 keeps every loss positive (log-loss methods such as scale_invariant
+        # diverge where a loss reaches 0) and changes neither gradients nor Pareto set.
+        losses = 0.5 * jnp.sum(jac**2, axis=1) + 1.0
         direction, _, state = weighting.aggregate(method, jac, losses=losses, state=state)
         return x - 0.1 * direction, state
 

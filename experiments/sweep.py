@@ -1,0 +1,152 @@
+"""Runs methods × seeds of one config, then writes the results table and the plots.
+
+    python -m experiments.sweep --config experiments/configs/shapes_dense.py \
+        --workdir runs/shapes-sweep --methods equal,mgda,uncertainty --seeds 0,1 \
+        [--stl] [--baseline nyuv2] [--last-evals 10] [--pareto X,Y] [--config.key=value ...]
+
+Each run is `python -m experiments.main` in its own process and workdir,
+`<workdir>/<method>/seed<k>` (a method written `mgda+rep_grad` also sets
+`weighting.rep_grad`). The sweep is resumable: finished runs are skipped, an interrupted
+one resumes from its checkpoint, and a failed run is reported without stopping the
+others. `--stl` also trains each task alone (`<workdir>/stl/<task>/seed<k>`, method
+`equal`), and those runs are the Δm% baseline unless `--baseline` names a benchmark with
+shipped single-task numbers ("nyuv2", "cityscapes").
+
+Outputs in `<workdir>`: `summary.md` and `summary.csv` (per metric mean ± std over seeds,
+Δm% ± std, mean rank over metrics, rank), `pareto.png` (two metrics, every run and every
+method's mean), and in every run's workdir `loss_curves.png`, `task_weights.png` and,
+for Gramian methods, `grad_cosine.png`.
+
+Exit status: 0 when every run finished, 1 when some failed (the table covers the rest),
+2 for invalid arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from pathlib import Path
+
+REP_GRAD_SUFFIX = "+rep_grad"
+
+
+def _run_one(config: str, workdir: Path, overrides: list[str]) -> int:
+    """Runs (or resumes, or skips when finished) one experiment; returns its exit code."""
+    if (workdir / "results.json").exists():
+        print(f"[sweep] finished already: {workdir}", flush=True)
+        return 0
+    command = [
+        sys.executable, "-m", "experiments.main", "--config", config,
+        "--workdir", str(workdir), "--no-progress", *overrides,
+    ]  # fmt: skip
+    print(f"[sweep] running: {workdir}", flush=True)
+    return subprocess.run(command, check=False).returncode
+
+
+def _method_overrides(method: str) -> list[str]:
+    name = method.removesuffix(REP_GRAD_SUFFIX)
+    overrides = [f"--config.weighting.name={name}"]
+    if method.endswith(REP_GRAD_SUFFIX):
+        overrides.append("--config.weighting.rep_grad=True")
+    return overrides
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--config", required=True)
+    parser.add_argument("--workdir", required=True)
+    parser.add_argument("--methods", required=True, help="comma-separated method names")
+    parser.add_argument("--seeds", default="0", help="comma-separated integer seeds")
+    parser.add_argument("--stl", action="store_true", help="also train each task alone")
+    parser.add_argument("--baseline", default="", help="benchmark name for Δm%%")
+    parser.add_argument(
+        "--last-evals", type=int, default=0, help="report the mean of the last N evaluations"
+    )
+    parser.add_argument("--pareto", default="", help="two metrics X,Y for pareto.png")
+    args, rest = parser.parse_known_args(argv)
+    overrides = [item for item in rest if item.startswith("--config.")]
+    if len(overrides) != len(rest):
+        parser.error(f"unrecognized arguments {sorted(set(rest) - set(overrides))}")
+    try:
+        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    except ValueError:
+        parser.error(f"--seeds must be comma-separated integers, got {args.seeds!r}")
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+
+    # Validate everything (config, overrides, methods, metrics) before the first run.
+    from mtl_jax import data, weighting
+    from mtl_jax.config import ConfigError, load_config
+    from mtl_jax.metrics import BENCHMARKS, metric_directions
+
+    try:
+        config = load_config(args.config, [o[len("--config.") :] for o in overrides])
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    unknown = sorted({m.removesuffix(REP_GRAD_SUFFIX) for m in methods} - set(weighting.METHODS))
+    if unknown or not methods or not seeds:
+        parser.error(f"unknown methods {unknown} (valid: {list(weighting.METHODS)})")
+    if args.baseline and args.baseline not in BENCHMARKS:
+        parser.error(f"--baseline must be one of {sorted(BENCHMARKS)}, got {args.baseline!r}")
+    task_names = sorted(t.strip() for t in config.tasks.split(",") if t.strip())
+    available = data.DATASETS[config.dataset.name].tasks()
+    directions = metric_directions({n: available[n] for n in task_names})
+    pareto = [k for k in args.pareto.split(",") if k] or [
+        next(k for k in directions if k.startswith(f"{task}/")) for task in task_names[:2]
+    ]
+    if len(pareto) != 2 or set(pareto) - set(directions):
+        parser.error(f"--pareto needs two of {sorted(directions)}, got {args.pareto!r}")
+
+    root = Path(args.workdir)
+    failed = []
+    for method in methods:
+        for seed in seeds:
+            workdir = root / method / f"seed{seed}"
+            extra = [*overrides, *_method_overrides(method), f"--config.seed={seed}"]
+            if _run_one(args.config, workdir, extra) != 0:
+                failed.append(str(workdir))
+    if args.stl:
+        for task in task_names:
+            for seed in seeds:
+                workdir = root / "stl" / task / f"seed{seed}"
+                extra = [
+                    *overrides, "--config.weighting.name=equal",
+                    f"--config.tasks={task}", f"--config.seed={seed}",
+                ]  # fmt: skip
+                if _run_one(args.config, workdir, extra) != 0:
+                    failed.append(str(workdir))
+
+    from mtl_jax import plots, summary
+
+    runs = []
+    for method in methods:
+        try:
+            runs += summary.load_runs(root / method, last_evals=args.last_evals)
+        except FileNotFoundError:
+            print(f"[sweep] no finished run of {method!r}", file=sys.stderr)
+    if not runs:
+        print("[sweep] no finished run: nothing to summarise", file=sys.stderr)
+        return 1
+    baseline = args.baseline or None
+    if args.stl and baseline is None:
+        stl_runs = summary.load_runs(root / "stl", last_evals=args.last_evals)
+        baseline = summary.single_task_baseline(stl_runs)
+    rows = summary.summarize(runs, directions, baseline=baseline)
+    title = f"{Path(args.config).stem}: {len(methods)} methods × {len(seeds)} seeds"
+    (root / "summary.md").write_text(summary.to_markdown(rows, title=title))
+    (root / "summary.csv").write_text(summary.to_csv(rows))
+    plots.plot_pareto(runs, pareto[0], pareto[1], directions, root / "pareto.png")
+    for run in runs:
+        plots.plot_run(run.path, title=f"{run.label} seed {run.seed}")
+    print(summary.to_markdown(rows, title=title))
+    if failed:
+        print(f"[sweep] {len(failed)} run(s) failed: {failed}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,229 @@
+"""Results tables of a sweep: per-metric mean ± std over seeds, Δm% ± std and ranks.
+
+A sweep directory holds one workdir per run (any depth); each finished run has a
+`results.json` with its config, its final metrics and, when the config evaluates
+periodically, the list of evaluations. A run's reported metrics follow the benchmark
+protocol (`../shared/BENCHMARKS.md`): the mean over its last `last_evals` evaluations
+(NYUv2/Cityscapes: the last 10 epochs) or its final evaluation.
+
+Methods are compared on Δm% (`mtl_jax.metrics.delta_m`, negative is better) against a
+baseline — a shipped benchmark, a mapping, or single-task runs of the same sweep — and on
+the mean rank over metrics (MR, Lin et al.'s LibMTL tables), lower is better.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mtl_jax import metrics as mtl_metrics
+
+RESULTS_FILE = "results.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+    """One finished run: its label (method, plus "+rep_grad" when used), seed, tasks,
+    the path of its workdir, and its reported metrics `{"<task>/<metric>": value}`."""
+
+    label: str
+    seed: int
+    tasks: tuple[str, ...]
+    path: Path
+    metrics: dict[str, float]
+
+
+def reported_metrics(results: Mapping[str, Any], *, last_evals: int = 0) -> dict[str, float]:
+    """A run's metrics: the mean of its last `last_evals` evaluations, or its final ones.
+
+    Raises:
+      ValueError: `last_evals` asks for more evaluations than the run made.
+    """
+    if last_evals <= 0:
+        return dict(results["final"])
+    evals = results.get("evals", [])
+    if len(evals) < last_evals:
+        raise ValueError(
+            f"asked for the mean of the last {last_evals} evaluations, the run made "
+            f"{len(evals)} (set eval_every_steps, or use last_evals=0 for the final one)"
+        )
+    chosen = [e["metrics"] for e in evals[-last_evals:]]
+    return {key: float(np.mean([m[key] for m in chosen])) for key in chosen[-1]}
+
+
+def run_label(config: Mapping[str, Any]) -> str:
+    """The method name, with "+rep_grad" when the run used representation gradients."""
+    label = config["weighting"]["name"]
+    return f"{label}+rep_grad" if config["weighting"].get("rep_grad") else label
+
+
+def load_runs(directory: str | Path, *, last_evals: int = 0) -> list[Run]:
+    """Every finished run (a `results.json`) under `directory`, sorted by label and seed.
+
+    Raises:
+      FileNotFoundError: no finished run under `directory`.
+    """
+    runs = []
+    for path in sorted(Path(directory).rglob(RESULTS_FILE)):
+        results = json.loads(path.read_text())
+        config = results["config"]
+        tasks = tuple(sorted(t.strip() for t in config["tasks"].split(",") if t.strip()))
+        runs.append(
+            Run(
+                label=run_label(config),
+                seed=int(config["seed"]),
+                tasks=tasks,
+                path=path.parent,
+                metrics=reported_metrics(results, last_evals=last_evals),
+            )
+        )
+    if not runs:
+        raise FileNotFoundError(f"no finished run ({RESULTS_FILE}) under {str(directory)!r}")
+    return sorted(runs, key=lambda r: (r.label, r.seed))
+
+
+def single_task_baseline(runs: Sequence[Run]) -> dict[str, float]:
+    """The STL baseline from single-task runs: each metric's mean over the seeds of the
+    run that trained only its task.
+
+    Raises:
+      ValueError: two different single-task setups for the same task would be averaged.
+    """
+    per_task: dict[str, list[Run]] = {}
+    for run in runs:
+        if len(run.tasks) != 1:
+            raise ValueError(f"run {str(run.path)!r} trains {run.tasks}, not one task")
+        per_task.setdefault(run.tasks[0], []).append(run)
+    baseline = {}
+    for task, task_runs in per_task.items():
+        labels = {r.label for r in task_runs}
+        if len(labels) > 1:
+            raise ValueError(f"single-task runs of {task!r} use different methods {labels}")
+        keys = [k for k in task_runs[0].metrics if k.startswith(f"{task}/") and k != f"{task}/loss"]
+        for key in keys:
+            baseline[key] = float(np.mean([r.metrics[key] for r in task_runs]))
+    return baseline
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+    """One method's line: metric means and stds over seeds, Δm% (None without a
+    baseline), mean rank over metrics, rank by Δm (or by MR without a baseline)."""
+
+    label: str
+    seeds: tuple[int, ...]
+    mean: dict[str, float]
+    std: dict[str, float]
+    delta_m: tuple[float, float] | None
+    mean_rank: float
+    rank: int
+
+
+def summarize(
+    runs: Sequence[Run],
+    directions: Mapping[str, int],
+    *,
+    baseline: str | Mapping[str, float] | None = None,
+) -> list[Row]:
+    """Aggregates runs by label over seeds, sorted by rank (best first).
+
+    Args:
+      runs: the multi-task runs to compare (all with the same tasks).
+      directions: `{"<task>/<metric>": ±1}` for the compared metrics (losses are left out).
+      baseline: for Δm%: a benchmark name, a mapping, or None for no Δm column.
+
+    Raises:
+      ValueError: runs with different task sets, or a metric missing from a run.
+    """
+    task_sets = {r.tasks for r in runs}
+    if len(task_sets) != 1:
+        raise ValueError(f"runs train different task sets: {sorted(task_sets)}")
+    keys = sorted(directions)
+    groups: dict[str, list[Run]] = {}
+    for run in runs:
+        missing = sorted(set(keys) - set(run.metrics))
+        if missing:
+            raise ValueError(f"run {str(run.path)!r} lacks metric(s) {missing}")
+        groups.setdefault(run.label, []).append(run)
+    labels = sorted(groups)
+    values = {
+        label: {k: np.array([r.metrics[k] for r in groups[label]]) for k in keys}
+        for label in labels
+    }
+    mean = {label: {k: float(v.mean()) for k, v in values[label].items()} for label in labels}
+    std = {label: {k: float(v.std()) for k, v in values[label].items()} for label in labels}
+    # Mean rank over metrics: rank 1 is the best method on that metric.
+    ranks = np.zeros((len(labels), len(keys)))
+    for j, key in enumerate(keys):
+        scores = np.array([directions[key] * mean[label][key] for label in labels])
+        ranks[:, j] = 1 + np.argsort(np.argsort(-scores, kind="stable"), kind="stable")
+    mean_rank = dict(zip(labels, ranks.mean(axis=1), strict=True))
+    deltas = {}
+    # A named benchmark brings its own directions; a mapping uses the tasks'.
+    benchmark_directions = None if isinstance(baseline, str) else directions
+    if baseline is not None:
+        for label in labels:
+            per_seed = [
+                mtl_metrics.delta_m(r.metrics, baseline, directions=benchmark_directions)
+                for r in groups[label]
+            ]
+            deltas[label] = (float(np.mean(per_seed)), float(np.std(per_seed)))
+
+    def sort_key(label):
+        return (deltas[label][0] if deltas else mean_rank[label], label)
+
+    order = sorted(labels, key=sort_key)
+    return [
+        Row(
+            label=label,
+            seeds=tuple(r.seed for r in groups[label]),
+            mean=mean[label],
+            std=std[label],
+            delta_m=deltas.get(label),
+            mean_rank=float(mean_rank[label]),
+            rank=position + 1,
+        )
+        for position, label in enumerate(order)
+    ]
+
+
+def _columns(rows: Sequence[Row]) -> list[str]:
+    return sorted(rows[0].mean)
+
+
+def to_markdown(rows: Sequence[Row], *, title: str = "") -> str:
+    """A Markdown table: rank, method, seeds, each metric as mean ± std, Δm% ± std, MR."""
+    keys = _columns(rows)
+    header = ["rank", "method", "seeds", *keys, "Δm% ↓", "MR ↓"]
+    lines = [f"## {title}", ""] if title else []
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in rows:
+        cells = [str(row.rank), row.label, str(len(row.seeds))]
+        cells += [f"{row.mean[k]:.4g} ± {row.std[k]:.2g}" for k in keys]
+        cells.append(f"{row.delta_m[0]:+.2f} ± {row.delta_m[1]:.2f}" if row.delta_m else "—")
+        cells.append(f"{row.mean_rank:.2f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def to_csv(rows: Sequence[Row]) -> str:
+    """The same table as CSV, one column per statistic (`<metric>_mean`, `<metric>_std`)."""
+    keys = _columns(rows)
+    out = io.StringIO()
+    writer = csv.writer(out)
+    header = ["rank", "method", "seeds"]
+    header += [f"{k}_{stat}" for k in keys for stat in ("mean", "std")]
+    writer.writerow([*header, "delta_m_mean", "delta_m_std", "mean_rank"])
+    for row in rows:
+        values = [row.rank, row.label, len(row.seeds)]
+        values += [v for k in keys for v in (row.mean[k], row.std[k])]
+        values += list(row.delta_m) if row.delta_m else ["", ""]
+        writer.writerow([*values, row.mean_rank])
+    return out.getvalue()
