@@ -1,10 +1,17 @@
-"""Runs one experiment.
+"""Runs one experiment, or resumes it when the workdir holds an unfinished run of it.
 
     python -m experiments.main --config experiments/configs/multi_mnist.py --workdir DIR \
-        [--config.key=value ...]
+        [--config.key=value ...] [--overwrite]
 
-Exit status: 0 on success; 2 for an invalid config, an unusable workdir or bad data (the
-message names the key, path or task); 3 when training stops on a non-finite loss.
+Exit status:
+  0    success (or the workdir already holds this run, finished)
+  2    invalid config, workdir or data; nothing compiled (the message names the key,
+       path, task or shape)
+  3    a non-finite loss, gradient or state (the message names the step and task; the
+       metrics are written and the last checkpoint is kept)
+  4    the latest checkpoint cannot be restored: corrupt, truncated, or from a model of
+       other shapes (the message names its path and the leaf)
+  143  stopped by SIGTERM after saving a checkpoint of the current step; rerun to resume
 """
 
 from __future__ import annotations
@@ -12,11 +19,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from mtl_jax.config import ConfigError, load_config
-from mtl_jax.experiment import format_results, train_and_evaluate
-
 EXIT_INVALID = 2
 EXIT_NON_FINITE = 3
+EXIT_CHECKPOINT = 4
+EXIT_PREEMPTED = 143  # 128 + SIGTERM, the shell's convention
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -24,23 +30,47 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--config", required=True, help="path to a config file")
-    parser.add_argument("--workdir", required=True, help="output directory (new or empty)")
+    parser.add_argument(
+        "--workdir", required=True, help="output directory (new, or a run to resume)"
+    )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="discard the run the workdir holds (its outputs only) and start afresh",
+    )
     args, rest = parser.parse_known_args(argv)
     overrides = []
     for item in rest:
         if not item.startswith("--config."):
             parser.error(f"unrecognized argument {item!r} (overrides look like --config.key=value)")
         overrides.append(item[len("--config.") :])
+
+    # Multi-process set-up comes before anything else touches the devices.
+    from mtl_jax.distributed import initialize_distributed
+
+    initialize_distributed()
+    from mtl_jax.checkpointing import CheckpointError
+    from mtl_jax.config import ConfigError, load_config
+    from mtl_jax.experiment import NonFiniteError, Preempted, format_results, train_and_evaluate
+
     try:
         config = load_config(args.config, overrides)
-        results = train_and_evaluate(config, args.workdir, progress=not args.no_progress)
+        results = train_and_evaluate(
+            config, args.workdir, progress=not args.no_progress, overwrite=args.overwrite
+        )
     except (ConfigError, FileExistsError, FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_INVALID
-    except FloatingPointError as error:
+    except NonFiniteError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_NON_FINITE
+    except CheckpointError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_CHECKPOINT
+    except Preempted as error:
+        print(str(error), file=sys.stderr)
+        return EXIT_PREEMPTED
     print(format_results(results["final"]))
     print(f"steps: {results['steps']}  wall: {results['wall_s']:.1f}s  workdir: {args.workdir}")
     return 0

@@ -33,7 +33,11 @@ def load_config(path: str | Path, overrides: Sequence[str] = ()) -> ml_collectio
     spec.loader.exec_module(module)
     if not hasattr(module, "get_config"):
         raise ConfigError(f"config file {str(path)!r} defines no get_config()")
-    config = module.get_config()
+    try:
+        config = module.get_config()
+    except (TypeError, AttributeError, KeyError, ValueError) as error:
+        # ml_collections raises these for a value of the wrong type or an unknown key.
+        raise ConfigError(f"config file {str(path)!r}: {type(error).__name__}: {error}") from error
     config.lock()
     for override in overrides:
         key, sep, value = override.partition("=")

@@ -1,38 +1,79 @@
-"""`train_and_evaluate(config, workdir)`: one experiment from a config, end to end.
+"""`train_and_evaluate(config, workdir)`: one experiment from a config, end to end, resumable.
 
-Every check of the config and the data happens before anything is compiled. The
-workdir receives `metrics.jsonl` (one JSON line per logged step), `results.json` and
-`params.msgpack` (the final `{"params", "batch_stats"}`, flax msgpack); a non-empty
-workdir is refused, so nothing saved is ever overwritten.
+Every check of the config, the workdir and the data happens before anything is compiled.
+Training runs data-parallel on a mesh of all devices (`mtl_jax.parallel`), checkpoints the
+whole `TrainState` and the data iterator's position (`mtl_jax.checkpointing`), and logs one
+JSON line per logged step and per evaluation to `metrics.jsonl`. Rerunning the same
+config in the same workdir resumes from the latest complete checkpoint and reproduces
+the uninterrupted run bit for bit on the same machine and device count (see the README's
+"Guarantees" section).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import inspect
 import json
-import math
 import os
+import signal
+import sys
+import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import flax.serialization
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
+from jax.experimental import multihost_utils
 from tqdm import tqdm
 
-from mtl_jax import data, weighting
+from mtl_jax import data, parallel, weighting
+from mtl_jax import workdir as wd
+from mtl_jax.checkpointing import Checkpointer
 from mtl_jax.config import ConfigError
 from mtl_jax.jacobian import STRATEGIES
 from mtl_jax.models import TRUNKS, MultiTaskModel, build_model
 from mtl_jax.tasks import Task
-from mtl_jax.train import HEAD_GRADS, create_train_state, evaluate, make_eval_step, make_train_step
+from mtl_jax.train import HEAD_GRADS, TrainState, create_train_state, evaluate, make_eval_step
 
 SCHEDULES = ("constant", "cosine")
 OPTIMIZERS = ("adam", "adamw", "sgd")
+# Activation dtypes; parameters, optimizer state, losses and Gramians stay float32.
+COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+_POSITIVE_KEYS = (
+    "batch_size",
+    "eval_batch_size",
+    "num_steps",
+    "log_every_steps",
+    "keep_checkpoints",
+)
+_NON_NEGATIVE_KEYS = (
+    "checkpoint_every_steps",
+    "eval_every_steps",
+    "max_non_finite_skips",
+    "parallel.num_devices",
+    "parallel.shard_params_min_size",
+    "weighting.jacobian_chunk_size",
+)
+
+
+class NonFiniteError(FloatingPointError):
+    """Training stopped on a non-finite loss, gradient or state (after logging the step)."""
+
+
+class Preempted(Exception):
+    """Training stopped on SIGTERM after saving a checkpoint of `step`."""
+
+    def __init__(self, step: int, path: str):
+        super().__init__(f"stopped by SIGTERM after saving the checkpoint of step {step} ({path})")
+        self.step = step
 
 
 def default_data_dir() -> str:
@@ -63,6 +104,13 @@ def _choice(value: str, valid, key: str) -> str:
     return value
 
 
+def _get(config: ml_collections.ConfigDict, key: str):
+    node = config
+    for part in key.split("."):
+        node = node[part]
+    return node
+
+
 def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
     """The optax transformation of `config.optimizer` over `config.num_steps` steps."""
     opt = config.optimizer
@@ -89,6 +137,21 @@ def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransform
     return optax.sgd(lr, momentum=opt.momentum or None)
 
 
+def _build_model(config: ml_collections.ConfigDict, tasks: Mapping[str, Task]) -> MultiTaskModel:
+    kwargs = {
+        "head_hidden": config.model.head_hidden,
+        "dense_head_hidden": config.model.dense_head_hidden,
+    }
+    if "dtype" in inspect.signature(build_model).parameters:
+        kwargs["dtype"] = COMPUTE_DTYPES[config.dtype]
+    elif config.dtype != "float32":
+        raise ConfigError(
+            f"config key 'dtype': {config.dtype!r} needs mtl_jax.models.build_model(dtype=...), "
+            "which this version does not have; only 'float32' is available"
+        )
+    return build_model(config.model.trunk, tasks, **kwargs)
+
+
 def build_experiment(config: ml_collections.ConfigDict) -> Experiment:
     """Validates `config` and builds its pieces; nothing is compiled.
 
@@ -113,39 +176,94 @@ def build_experiment(config: ml_collections.ConfigDict) -> Experiment:
         )
     tasks = {name: available[name] for name in sorted(requested)}
     _choice(config.model.trunk, TRUNKS, "model.trunk")
+    _choice(config.dtype, COMPUTE_DTYPES, "dtype")
     _choice(config.weighting.head_grads, HEAD_GRADS, "weighting.head_grads")
     _choice(config.weighting.jacobian_strategy, STRATEGIES, "weighting.jacobian_strategy")
     try:
         method = weighting.create(config.weighting.name, **config.weighting.kwargs.to_dict())
     except (ValueError, TypeError) as error:
         raise ConfigError(f"config key 'weighting': {error}") from error
-    if config.weighting.rep_grad and method.kind != weighting.GRAMIAN:
+    if config.weighting.rep_grad and method.kind == weighting.LOSS:
         raise ConfigError(
             f"config key 'weighting.rep_grad': method {config.weighting.name!r} does not use "
             "per-task gradients"
         )
-    for key in ("batch_size", "eval_batch_size", "num_steps", "log_every_steps"):
-        if config[key] < 1:
-            raise ConfigError(f"config key {key!r} must be >= 1, got {config[key]}")
-    try:
-        method.init(tuple(tasks))
-    except ValueError as error:
-        raise ConfigError(f"config key 'weighting': {error}") from error
-    model = build_model(
-        config.model.trunk,
-        tasks,
-        head_hidden=config.model.head_hidden,
-        dense_head_hidden=config.model.dense_head_hidden,
-    )
+    for key in _POSITIVE_KEYS:
+        if _get(config, key) < 1:
+            raise ConfigError(f"config key {key!r} must be >= 1, got {_get(config, key)}")
+    for key in _NON_NEGATIVE_KEYS:
+        if _get(config, key) < 0:
+            raise ConfigError(f"config key {key!r} must be >= 0, got {_get(config, key)}")
+    if method.kind != weighting.JACOBIAN:
+        try:
+            method.init(tuple(tasks))
+        except ValueError as error:
+            raise ConfigError(f"config key 'weighting': {error}") from error
+    model = _build_model(config, tasks)
     return Experiment(spec, tasks, model, method, make_optimizer(config))
 
 
-def _check_split(arrays: Mapping[str, np.ndarray], tasks: Mapping[str, Task], split: str):
-    for name, task in tasks.items():
-        try:
-            task.check_targets(arrays[name])
-        except ValueError as error:
-            raise ValueError(f"{split} split: {error}") from error
+def check_data(
+    builder, splits: Mapping[str, Mapping[str, np.ndarray]], exp: Experiment
+) -> tuple[int, ...]:
+    """Checks the loaded splits against the dataset's declared features and the model,
+    by tracing only (nothing is compiled). Returns the image shape [H, W, C].
+
+    Raises:
+      ValueError: naming the split, task and shapes or dtypes, for images that are not
+        uint8 [N, H, W, C] of the declared shape, splits whose images differ, a task with
+        no targets, targets of the wrong shape or out of range (`Task.check_targets`), or
+        model predictions whose shape differs from the task's.
+    """
+    declared = builder.info.features["image"]
+    image_shape = None
+    for split, arrays in splits.items():
+        missing = sorted(set(exp.task_names) - set(arrays))
+        if missing:
+            raise ValueError(
+                f"{split} split of {builder.name!r} has no targets for task(s) {missing}; "
+                f"model tasks {sorted(exp.task_names)}, data features {sorted(arrays)}"
+            )
+        image = arrays["image"]
+        if image.dtype != np.uint8 or image.ndim != 4:
+            raise ValueError(
+                f"{split} split of {builder.name!r}: images are {image.dtype} with shape "
+                f"{image.shape}, expected uint8 [N, H, W, C]"
+            )
+        if tuple(image.shape[1:]) != tuple(declared.shape):
+            raise ValueError(
+                f"{split} split of {builder.name!r}: images have shape {tuple(image.shape[1:])}, "
+                f"the dataset declares {tuple(declared.shape)} (a stale build? delete "
+                f"{builder.data_dir!r} to rebuild it)"
+            )
+        image_shape = tuple(image.shape[1:])
+        for name, task in exp.tasks.items():
+            if len(arrays[name]) != len(image):
+                raise ValueError(
+                    f"{split} split: task {name!r} has {len(arrays[name])} targets for "
+                    f"{len(image)} images"
+                )
+            try:
+                task.check_targets(arrays[name])
+            except ValueError as error:
+                raise ValueError(f"{split} split: {error}") from error
+    example = jax.ShapeDtypeStruct((2, *image_shape), jnp.float32)
+    try:
+        preds = jax.eval_shape(
+            lambda x: exp.model.apply(exp.model.init(jax.random.PRNGKey(0), x), x)[0], example
+        )
+    except Exception as error:
+        raise ValueError(
+            f"model {type(exp.model.trunk).__name__} cannot take images of shape {image_shape}: "
+            f"{type(error).__name__}: {error}"
+        ) from error
+    for name, task in exp.tasks.items():
+        if tuple(preds[name].shape[1:]) != tuple(task.output_shape):
+            raise ValueError(
+                f"task {name!r}: the model predicts shape {tuple(preds[name].shape[1:])} per "
+                f"example on {image_shape} images, the task needs {tuple(task.output_shape)}"
+            )
+    return image_shape
 
 
 def _record(step: int, metrics: Mapping[str, Any], names) -> dict:
@@ -158,12 +276,6 @@ def _record(step: int, metrics: Mapping[str, Any], names) -> dict:
         else:
             record[key] = value.tolist()
     return record
-
-
-def _atomic_write(path: Path, content: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(content)
-    os.replace(tmp, path)
 
 
 def format_results(results: Mapping[str, float]) -> str:
@@ -179,92 +291,268 @@ def format_results(results: Mapping[str, float]) -> str:
     return "\n".join(lines)
 
 
+class _StopFlag:
+    """Set by SIGTERM; the loop checks it between steps."""
+
+    def __init__(self):
+        self.set = False
+
+
+@contextlib.contextmanager
+def _sigterm_flag() -> Iterator[_StopFlag]:
+    flag = _StopFlag()
+    if threading.current_thread() is not threading.main_thread():
+        yield flag  # signal handlers can only be installed from the main thread
+        return
+
+    def handler(signum, frame):
+        del signum, frame
+        flag.set = True
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _note(message: str) -> None:
+    if jax.process_index() == 0:
+        print(message, file=sys.stderr, flush=True)
+
+
+def _non_finite_message(step: int, names, per_task) -> str:
+    bad = [n for n, ok in zip(names, per_task, strict=True) if not ok]
+    if bad:
+        return f"non-finite loss or gradient for task(s) {bad} at step {step}"
+    return (
+        f"non-finite update of the shared parameters, optimizer or weighting state at step "
+        f"{step} (every task's loss and gradient norm is finite)"
+    )
+
+
 def train_and_evaluate(
-    config: ml_collections.ConfigDict, workdir: str | Path, *, progress: bool = True
+    config: ml_collections.ConfigDict,
+    workdir: str | Path,
+    *,
+    progress: bool = True,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
-    """Trains `config` for `config.num_steps` steps, evaluates on the test split, saves.
+    """Trains `config` for `config.num_steps` steps in `workdir`, evaluates, saves.
+
+    A workdir holding an unfinished run of the same config is resumed from its latest
+    complete checkpoint; one holding a finished run returns its saved results.
 
     Returns:
       The contents written to `results.json`.
 
     Raises:
-      ConfigError: invalid config (before any compilation).
-      FileExistsError: `workdir` exists and is not empty.
-      FloatingPointError: a logged task loss is not finite (the message names the task and
-        step; metrics logged so far are kept).
+      ConfigError, ValueError, FileNotFoundError: invalid config, workdir or data (before
+        any compilation; the message names the key, path, task or shape).
+      CheckpointError: the latest checkpoint cannot be restored (naming its path).
+      NonFiniteError: a step produced a non-finite value (after logging it; the last
+        checkpoint is kept).
+      Preempted: SIGTERM arrived; a checkpoint of the current step was written first.
     """
+    with _sigterm_flag() as stop:
+        return _train_and_evaluate(config, Path(workdir), stop, progress, overwrite)
+
+
+def _train_and_evaluate(
+    config: ml_collections.ConfigDict,
+    workdir: Path,
+    stop: _StopFlag,
+    progress: bool,
+    overwrite: bool,
+) -> dict[str, Any]:
     start = time.perf_counter()
-    workdir = Path(workdir)
-    results_path = workdir / "results.json"
-    if workdir.exists() and any(workdir.iterdir()):
-        raise FileExistsError(
-            f"workdir {str(workdir)!r} is not empty (it holds an earlier run); nothing was "
-            "overwritten: choose another --workdir"
-        )
     exp = build_experiment(config)
+    status = wd.inspect_workdir(workdir, config, overwrite=overwrite)
+    if status == wd.FINISHED:
+        _note(f"workdir {str(workdir)!r} holds this run, finished; nothing to do")
+        return json.loads((workdir / wd.RESULTS_FILE).read_text())
     names = exp.task_names
     builder = data.prepare(
         exp.spec,
         config=config.dataset.config,
         data_dir=config.dataset.data_dir or default_data_dir(),
     )
-    train_arrays = data.load_split(builder, "train")
-    test_arrays = data.load_split(builder, "test")
-    _check_split(train_arrays, exp.tasks, "train")
-    _check_split(test_arrays, exp.tasks, "test")
-    workdir.mkdir(parents=True, exist_ok=True)
-
+    splits = {split: data.load_split(builder, split) for split in ("train", "test")}
+    image_shape = check_data(builder, splits, exp)
+    mesh = parallel.make_mesh(config.parallel.num_devices)
+    devices = mesh.shape[parallel.DATA_AXIS]
+    for key in ("batch_size", "eval_batch_size"):
+        if config[key] % devices:
+            raise ConfigError(
+                f"config key {key!r} is {config[key]}, not divisible by the {devices} devices "
+                "it is split over"
+            )
     train_iter = data.train_batches(
-        train_arrays, names, batch_size=config.batch_size, seed=config.seed
+        splits["train"], names, batch_size=config.batch_size, seed=config.seed
     )
-    batch = next(train_iter)
-    state = create_train_state(exp.model, exp.tx, exp.weighting, batch["image"], seed=config.seed)
-    train_step = make_train_step(
-        exp.model,
-        exp.tasks,
-        exp.tx,
-        exp.weighting,
-        rep_grad=config.weighting.rep_grad,
-        head_grads=config.weighting.head_grads,
-        jacobian_strategy=config.weighting.jacobian_strategy,
-    )
-    train_start = time.perf_counter()
-    with (
-        open(workdir / "metrics.jsonl", "w") as log,
-        tqdm(total=config.num_steps, disable=not progress, desc="train") as bar,
-    ):
-        for step in range(1, config.num_steps + 1):
-            state, metrics = train_step(state, batch)
-            batch = next(train_iter)
-            if step % config.log_every_steps == 0 or step == config.num_steps:
-                record = _record(step, jax.device_get(metrics), names)
-                log.write(json.dumps(record) + "\n")
-                log.flush()
-                bad = [n for n, v in record["loss"].items() if not math.isfinite(v)]
-                if bad:
-                    raise FloatingPointError(f"non-finite loss for task(s) {bad} at step {step}")
-                bar.set_postfix({n: f"{v:.3f}" for n, v in record["loss"].items()})
-            bar.update(1)
-    jax.block_until_ready(state)
-    train_wall_s = time.perf_counter() - train_start
 
-    eval_step = make_eval_step(exp.model, exp.tasks)
-    final = evaluate(
-        eval_step,
-        state.params,
-        state.batch_stats,
-        data.eval_batches(test_arrays, names, batch_size=config.eval_batch_size),
-        exp.tasks,
+    writer = jax.process_index() == 0
+    if writer and status == wd.NEW:
+        wd.start_workdir(workdir, config)
+    if jax.process_count() > 1:
+        multihost_utils.sync_global_devices("mtl_jax workdir ready")
+
+    step_options = {
+        "rep_grad": config.weighting.rep_grad,
+        "head_grads": config.weighting.head_grads,
+        "jacobian_strategy": config.weighting.jacobian_strategy,
+        "jacobian_chunk_size": config.weighting.jacobian_chunk_size or None,
+    }
+
+    def init(image):
+        return create_train_state(
+            exp.model,
+            exp.tx,
+            exp.weighting,
+            image,
+            seed=config.seed,
+            rep_grad=step_options["rep_grad"],
+        )
+
+    example = jax.ShapeDtypeStruct((config.batch_size, *image_shape), jnp.float32)
+    abstract = jax.eval_shape(init, example)
+    shardings = parallel.state_shardings(
+        abstract, mesh, min_size=config.parallel.shard_params_min_size
     )
-    variables = jax.device_get({"params": state.params, "batch_stats": state.batch_stats})
-    _atomic_write(workdir / "params.msgpack", flax.serialization.to_bytes(variables))
+    abstract = jax.tree.map(
+        lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings
+    )
+    checkpointer = Checkpointer(workdir / wd.CHECKPOINT_DIR, max_to_keep=config.keep_checkpoints)
+    metrics_path = workdir / wd.METRICS_FILE
+    try:
+        latest = checkpointer.latest_step()
+        skips = 0
+        if latest is None:
+            if status == wd.RESUME:
+                _note(f"no complete checkpoint in {str(checkpointer.directory)!r}: from step 0")
+            state = jax.jit(init, out_shardings=shardings)(np.zeros(example.shape, example.dtype))
+            first = 1
+        else:
+            state, meta = checkpointer.restore(latest, abstract)
+            train_iter.set_state(meta["data_iterator"])
+            skips = meta["non_finite_skips"]
+            first = latest + 1
+            _note(f"resuming from {str(checkpointer.step_directory(latest))!r}")
+        kept = [r for r in wd.read_metrics(metrics_path) if r["step"] < first]
+        if writer:
+            wd.write_metrics(metrics_path, kept)
+        evals = [{"step": r["step"], "metrics": r["eval"]} for r in kept if "eval" in r]
+
+        train_step = parallel.make_parallel_train_step(
+            exp.model,
+            exp.tasks,
+            exp.tx,
+            exp.weighting,
+            mesh=mesh,
+            state_sharding=shardings,
+            **step_options,
+        )
+        eval_step = make_eval_step(exp.model, exp.tasks)
+
+        def run_eval(state: TrainState) -> dict[str, float]:
+            batches = data.eval_batches(splits["test"], names, batch_size=config.eval_batch_size)
+            return evaluate(
+                eval_step,
+                state.params,
+                state.batch_stats,
+                (parallel.shard_batch(b, mesh) for b in batches),
+                exp.tasks,
+            )
+
+        def save(step: int, state: TrainState) -> None:
+            checkpointer.save(
+                step,
+                state,
+                {"data_iterator": train_iter.get_state(), "non_finite_skips": skips},
+            )
+
+        train_start = time.perf_counter()
+        with (
+            open(metrics_path, "a") if writer else contextlib.nullcontext() as log,
+            tqdm(
+                total=config.num_steps,
+                initial=first - 1,
+                disable=not progress or not writer,
+                desc="train",
+            ) as bar,
+        ):
+
+            def write(record: dict) -> None:
+                if writer:
+                    log.write(json.dumps(record) + "\n")
+                    log.flush()
+
+            for step in range(first, config.num_steps + 1):
+                batch = parallel.shard_batch(next(train_iter), mesh)
+                state, metrics = train_step(state, batch)
+                per_task, shared = jax.device_get(
+                    (metrics.pop(parallel.FINITE_TASKS), metrics.pop(parallel.FINITE_SHARED))
+                )
+                finite = bool(np.all(per_task) and shared)
+                if not finite or step % config.log_every_steps == 0 or step == config.num_steps:
+                    record = _record(step, jax.device_get(metrics), names)
+                    if not finite:
+                        record["non_finite"] = [
+                            n for n, ok in zip(names, per_task, strict=True) if not ok
+                        ]
+                    write(record)
+                    bar.set_postfix({n: f"{v:.3f}" for n, v in record["loss"].items()})
+                bar.update(1)
+                if not finite:
+                    skips += 1
+                    message = _non_finite_message(step, names, per_task)
+                    if skips > config.max_non_finite_skips:
+                        last = checkpointer.latest_step()
+                        kept_at = (
+                            f"; the last checkpoint, {str(checkpointer.step_directory(last))!r}, "
+                            "is kept"
+                            if last is not None
+                            else ""
+                        )
+                        raise NonFiniteError(f"{message}{kept_at}")
+                    _note(f"{message}: step skipped ({skips} in a row)")
+                else:
+                    skips = 0
+                every = config.eval_every_steps
+                if every and step % every == 0 and step != config.num_steps:
+                    metrics_now = run_eval(state)
+                    evals.append({"step": step, "metrics": metrics_now})
+                    write({"step": step, "eval": metrics_now})
+                due = config.checkpoint_every_steps and step % config.checkpoint_every_steps == 0
+                if due or step == config.num_steps or stop.set:
+                    save(step, state)
+                if stop.set:
+                    raise Preempted(step, str(checkpointer.step_directory(step)))
+            if checkpointer.latest_step() != config.num_steps:
+                save(config.num_steps, state)
+            jax.block_until_ready(state)
+            train_wall_s = time.perf_counter() - train_start
+            final = run_eval(state)
+            if not evals or evals[-1]["step"] != config.num_steps:
+                evals.append({"step": config.num_steps, "metrics": final})
+                write({"step": config.num_steps, "eval": final})
+    finally:
+        checkpointer.close()
+
     results = {
         "config": config.to_dict(),
         "dataset": {"name": builder.name, "config": builder.builder_config.name},
         "final": final,
+        "evals": evals,
         "steps": config.num_steps,
+        "devices": devices,
+        "processes": jax.process_count(),
+        "resumed_from": latest,
         "train_wall_s": train_wall_s,
         "wall_s": time.perf_counter() - start,
     }
-    _atomic_write(results_path, json.dumps(results, indent=2).encode())
+    if writer:
+        variables = jax.device_get({"params": state.params, "batch_stats": state.batch_stats})
+        wd.atomic_write(workdir / wd.PARAMS_FILE, flax.serialization.to_bytes(variables))
+        wd.atomic_write(workdir / wd.RESULTS_FILE, json.dumps(results, indent=2).encode())
     return results

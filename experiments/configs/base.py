@@ -29,6 +29,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.weighting.rep_grad = False  # Gramian methods: representation gradients
     config.weighting.head_grads = "unweighted"  # or "weighted" (Nash-MTL reference code)
     config.weighting.jacobian_strategy = "unrolled"  # or "vmap" (per-task trunk pullbacks)
+    config.weighting.jacobian_chunk_size = 0  # tasks per pullback batch; 0 = all at once
 
     config.optimizer = ml_collections.ConfigDict()
     config.optimizer.name = "adam"  # adam | adamw | sgd
@@ -43,5 +44,24 @@ def get_config() -> ml_collections.ConfigDict:
     config.eval_batch_size = 1000
     config.num_steps = 1000
     config.log_every_steps = 50
+    config.eval_every_steps = 0  # test-split evaluation every N steps; 0 = only at the end
     config.seed = 0
+
+    # Activation dtype: float32 | bfloat16. Parameters, optimizer state, losses, Gramians
+    # and solvers stay float32.
+    config.dtype = "float32"
+
+    # Checkpoints (workdir/checkpoints): every N steps (0 = only at the end) and at the
+    # end; the latest `keep_checkpoints` are kept. Rerunning in the workdir resumes.
+    config.checkpoint_every_steps = 1000
+    config.keep_checkpoints = 3
+    # Steps whose outcome is not finite leave the state untouched; this many in a row are
+    # skipped, one more stops the run (0 = stop at the first).
+    config.max_non_finite_skips = 0
+
+    config.parallel = ml_collections.ConfigDict()
+    config.parallel.num_devices = 0  # devices of the "data" mesh axis; 0 = all
+    # Leaves of the train state with at least this many elements are split over the
+    # devices instead of replicated; 0 = replicate everything.
+    config.parallel.shard_params_min_size = 0
     return config

@@ -24,7 +24,7 @@ def get_config():
     config.model.head_hidden = (128,)
     config.model.dense_head_hidden = 32
     config.batch_size = 128
-    config.eval_batch_size = 500
+    config.eval_batch_size = 512  # divisible by 8 devices
     config.num_steps = 1500
     config.log_every_steps = 100
     return config

@@ -1,0 +1,151 @@
+"""The experiment workdir: which run it holds, and its append-only metrics log.
+
+A workdir holds one run: `config.json` (the config it was started with), `metrics.jsonl`,
+`checkpoints/`, and once finished `results.json` and `params.msgpack`. Rerunning the same
+config in it resumes (or, when finished, reports the saved results); a different config
+is refused unless the caller asks to overwrite, and files that are not a run's outputs
+are never deleted.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import ml_collections
+
+CONFIG_FILE = "config.json"
+METRICS_FILE = "metrics.jsonl"
+RESULTS_FILE = "results.json"
+PARAMS_FILE = "params.msgpack"
+CHECKPOINT_DIR = "checkpoints"
+OUTPUTS = (CONFIG_FILE, METRICS_FILE, RESULTS_FILE, PARAMS_FILE, CHECKPOINT_DIR)
+
+# What `open_workdir` found.
+NEW = "new"  # nothing there yet (or overwritten): start from step 0
+RESUME = "resume"  # an unfinished run of the same config
+FINISHED = "finished"  # a finished run of the same config: results.json is final
+
+
+class WorkdirError(ValueError):
+    """The workdir holds something this run must not touch."""
+
+
+def config_record(config: ml_collections.ConfigDict) -> dict[str, Any]:
+    """The config as plain JSON values (tuples become lists), as stored in config.json."""
+    return json.loads(config.to_json(sort_keys=True))
+
+
+def _flatten(record: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat = {}
+    for key, value in record.items():
+        if isinstance(value, Mapping):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def config_differences(saved: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
+    """`"key: saved X, now Y"` for every dotted key whose value differs."""
+    old, new = _flatten(saved), _flatten(current)
+
+    def show(flat: dict[str, Any], key: str) -> str:
+        return repr(flat[key]) if key in flat else "<absent>"
+
+    return [
+        f"{key}: saved {show(old, key)}, now {show(new, key)}"
+        for key in sorted(set(old) | set(new))
+        if key not in old or key not in new or old[key] != new[key]
+    ]
+
+
+def atomic_write(path: Path, content: bytes) -> None:
+    """Writes `content` to `path` via a temporary file and a rename."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as file:
+        file.write(content)
+        file.flush()
+        os.fsync(file.fileno())
+    os.replace(tmp, path)
+
+
+def inspect_workdir(
+    workdir: Path, config: ml_collections.ConfigDict, *, overwrite: bool = False
+) -> str:
+    """Decides what to do with `workdir` without changing it: `NEW`, `RESUME` or `FINISHED`.
+
+    Raises:
+      WorkdirError: it is not a directory; it holds files but no config.json (not a run's
+        workdir); or it holds a run of a different config and `overwrite` is false (the
+        message lists the differing keys).
+    """
+    if not workdir.exists():
+        return NEW
+    if not workdir.is_dir():
+        raise WorkdirError(f"workdir {str(workdir)!r} exists and is not a directory")
+    contents = sorted(p.name for p in workdir.iterdir())
+    if not contents:
+        return NEW
+    config_path = workdir / CONFIG_FILE
+    if not config_path.is_file():
+        raise WorkdirError(
+            f"workdir {str(workdir)!r} is not empty ({contents[:5]}) and holds no {CONFIG_FILE}, "
+            "so it is not an mtl_jax run; nothing was overwritten: choose another --workdir"
+        )
+    try:
+        saved = json.loads(config_path.read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise WorkdirError(f"cannot read {str(config_path)!r}: {error}") from error
+    differences = config_differences(saved, config_record(config))
+    if differences and not overwrite:
+        shown = "; ".join(differences[:10])
+        raise WorkdirError(
+            f"workdir {str(workdir)!r} holds a run of a different config ({shown}); nothing "
+            "was overwritten: choose another --workdir, rerun with the same config to resume, "
+            "or pass --overwrite to discard that run"
+        )
+    if overwrite:
+        return NEW
+    return FINISHED if (workdir / RESULTS_FILE).is_file() else RESUME
+
+
+def start_workdir(workdir: Path, config: ml_collections.ConfigDict) -> None:
+    """Prepares `workdir` for a run from step 0: removes a previous run's outputs (only
+    those, see `OUTPUTS`) and writes config.json."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    for name in OUTPUTS:
+        path = workdir / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+    atomic_write(
+        workdir / CONFIG_FILE, json.dumps(config_record(config), indent=2, sort_keys=True).encode()
+    )
+
+
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    """The records of a metrics.jsonl, up to the first incomplete or unreadable line
+    (a process killed while writing leaves at most one)."""
+    if not path.is_file():
+        return []
+    records = []
+    with open(path) as file:
+        for line in file:
+            if not line.endswith("\n"):
+                break
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                break
+    return records
+
+
+def write_metrics(path: Path, records: Iterable[Mapping[str, Any]]) -> None:
+    """Replaces metrics.jsonl atomically with `records`, one JSON object per line."""
+    atomic_write(path, "".join(json.dumps(r) + "\n" for r in records).encode())
