@@ -163,7 +163,9 @@ def summarize(
     ranks = np.zeros((len(labels), len(keys)))
     for j, key in enumerate(keys):
         scores = np.array([directions[key] * mean[label][key] for label in labels])
-        ranks[:, j] = 1 + np.argsort(np.argsort(-scores, kind="stable"), kind="stable")
+        better = np.sum(scores[None, :] > scores[:, None], axis=1)
+        tied = np.sum(scores[None, :] == scores[:, None], axis=1)
+        ranks[:, j] = 1 + better + (tied - 1) / 2  # ties share their mean rank
     mean_rank = dict(zip(labels, ranks.mean(axis=1), strict=True))
     deltas = {}
     # A named benchmark brings its own directions; a mapping uses the tasks'.
