@@ -234,6 +234,7 @@ def test_dataset_spec_and_source_contracts(tmp_path):
         builder_config=data.SourceConfig("default"),
         location=str(tmp_path),
         splits=("train",),
+        image_shape=(2, 2, 3),
         read=lambda split: {"image": np.zeros((0, 2, 2, 3), np.uint8)},
     )
     spec = data.DatasetSpec(tasks=dict, loader=lambda config, data_dir: source)

@@ -31,13 +31,14 @@ def test_reads_the_mtan_files_exactly(nyuv2_dir, nyuv2_source):
     test = data.load_split(nyuv2_source, "test")  # MTAN's val/
     root = nyuv2_dir / "nyuv2"
     for split, arrays, n in (("train", train, 2), ("val", test, 1)):
-        assert arrays["image"].shape == (n, H, W, 3) and arrays["image"].dtype == np.float32
+        assert arrays["image"].shape == (n, H, W, 3) and arrays["image"].dtype == np.uint8
         assert arrays["segmentation"].shape == (n, H, W)
         assert arrays["segmentation"].dtype == np.int8
         assert arrays["depth"].shape == (n, H, W, 1) and arrays["normal"].shape == (n, H, W, 3)
         for i in range(n):
-            np.testing.assert_allclose(
-                arrays["image"][i], np.load(root / split / "image" / f"{i}.npy"), rtol=1e-7
+            # The files' k/255 floats are stored exactly as uint8 k.
+            np.testing.assert_array_equal(
+                arrays["image"][i] / 255.0, np.load(root / split / "image" / f"{i}.npy")
             )
             np.testing.assert_array_equal(
                 arrays["segmentation"][i], np.load(root / split / "label" / f"{i}.npy")
@@ -85,6 +86,10 @@ def test_missing_file_wrong_shape_and_bad_labels(tmp_path, write_mtan_layout):
     np.save(tmp_path / "nyuv2" / "val" / "depth" / "0.npy", np.ones((H, W, 1)))
     np.save(tmp_path / "nyuv2" / "val" / "label" / "0.npy", np.full((H, W), 0.5))
     with pytest.raises(ValueError, match="labels that are not integers"):
+        data.load_split(source, "test")
+    np.save(tmp_path / "nyuv2" / "val" / "label" / "0.npy", np.zeros((H, W)))
+    np.save(tmp_path / "nyuv2" / "val" / "image" / "0.npy", np.full((H, W, 3), 128.0))
+    with pytest.raises(ValueError, match=r"image/0\.npy' holds image values outside \[0, 1\]"):
         data.load_split(source, "test")
     with pytest.raises(ValueError, match=r"no split 'validation'; splits: \['train', 'test'\]"):
         data.load_split(source, "validation")
@@ -161,13 +166,16 @@ def test_training_batches_are_augmented_deterministically(nyuv2_source):
     for a, b in zip(first, again, strict=True):
         np.testing.assert_array_equal(a["image"], b["image"])
         np.testing.assert_array_equal(a["targets"]["normal"], b["targets"]["normal"])
-    assert any(not np.array_equal(a["image"], p["image"]) for a, p in zip(first, plain, strict=True))
+    assert any(
+        not np.array_equal(a["image"], p["image"]) for a, p in zip(first, plain, strict=True)
+    )
     # Every augmented depth is an original one divided by one of the scales, or still 0.
     valid = train["depth"][train["depth"] > 0]
     candidates = np.concatenate([valid / np.float32(s) for s in augment.MTAN_SCALES])
     for batch in first:
         targets = batch["targets"]
         assert batch["image"].shape == (2, H, W, 3) and batch["image"].dtype == np.float32
+        assert batch["image"].min() >= 0.0 and batch["image"].max() <= 1.0
         assert set(np.unique(targets["segmentation"])) <= set(np.unique(train["segmentation"]))
         depth = targets["depth"]
         assert np.all(np.isin(depth[depth > 0], candidates))

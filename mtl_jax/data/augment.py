@@ -12,8 +12,8 @@ bilinearly with `align_corners=True`, labels and depth by (legacy) nearest neigh
 labels stay labels and invalid (zero) depth stays invalid. Normals are not
 re-normalised, as in the reference code.
 
-Feature arrays are NHWC: image [B, H, W, C], label [B, H, W], depth [B, H, W, 1],
-normal [B, H, W, 3] with channel 0 = x.
+Feature arrays are NHWC: image [B, H, W, C] (uint8, or float in [0, 1]), label
+[B, H, W], depth [B, H, W, 1], normal [B, H, W, 3] with channel 0 = x.
 """
 
 from __future__ import annotations
@@ -134,11 +134,17 @@ def rescale_crop_flip(
       scales: the zoom factors to draw from.
 
     Returns:
-      The augmented features (new arrays; the input is not modified).
+      The augmented features (new arrays; the input is not modified). uint8 images come
+      out as float32 in [0, 1], which `to_batch` keeps as they are.
     """
     present = [key for key in kinds if key in arrays]
     if not present:
         return dict(arrays)
+    arrays = dict(arrays)
+    for key in present:
+        if kinds[key] == IMAGE and arrays[key].dtype == np.uint8:
+            # Interpolate in float, as the reference code does, rather than re-quantising.
+            arrays[key] = arrays[key].astype(np.float32) / 255.0
     batch, full_h, full_w = arrays[present[0]].shape[:3]
     examples = []
     for i in range(batch):

@@ -125,6 +125,7 @@ def load(config: str, data_dir: str) -> DatasetSource:
         builder_config=SourceConfig(config),
         location=str(builder.data_dir),
         splits=SPLITS,
+        image_shape=(SIZE, SIZE, 3),
         read=functools.partial(read_split, builder, cache),
     )
 

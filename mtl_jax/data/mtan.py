@@ -14,8 +14,10 @@ first for PyTorch):
 * `normal/` (NYUv2 only): float [H, W, 3] unit normals (x, y, z); all-zero = invalid.
 
 Split `val/` is the split every published number is measured on, so it is read as
-`"test"`; there is no separate validation split in this layout. Images and maps are
-loaded as float32 and labels as int8.
+`"test"`; there is no separate validation split in this layout. Images are loaded as
+uint8 (the released files hold exact multiples of 1/255, so nothing is lost; other
+float images are rounded to the nearest 1/255), labels as int8, depth and normals as
+float32.
 """
 
 from __future__ import annotations
@@ -113,8 +115,14 @@ def _convert(layout: Layout, path: Path, array: np.ndarray, kind: str) -> np.nda
                 "integers in [-1, 127]"
             )
         return labels.astype(np.int8)
-    if kind == augment.IMAGE and array.dtype == np.uint8:
-        return array
+    if kind == augment.IMAGE:
+        if array.dtype == np.uint8:
+            return array
+        if array.min() < 0 or array.max() > 1:
+            raise ValueError(
+                f"dataset {layout.dataset!r}: {str(path)!r} holds image values outside [0, 1]"
+            )
+        return np.rint(array * 255.0).astype(np.uint8)
     return array.astype(np.float32)
 
 
@@ -184,5 +192,6 @@ def load(layout: Layout, config: str, data_dir: str) -> DatasetSource:
         builder_config=SourceConfig(config),
         location=str(root),
         splits=tuple(SPLIT_DIRS),
+        image_shape=(layout.height, layout.width, 3),
         read=functools.partial(read_split, layout, root),
     )

@@ -46,6 +46,7 @@ class DatasetSource:
       builder_config: the resolved config.
       location: where the data lives (for messages and results).
       splits: the split names `read` accepts.
+      image_shape: the declared shape [H, W, C] of one image (uint8, as in the builders).
       read: `read(split) -> {feature: [N, ...]}`, the whole split as host arrays.
     """
 
@@ -53,6 +54,7 @@ class DatasetSource:
     builder_config: SourceConfig
     location: str
     splits: tuple[str, ...]
+    image_shape: tuple[int, int, int]
     read: Callable[[str], Arrays] = dataclasses.field(repr=False)
 
 
@@ -152,8 +154,8 @@ def load_split(
 def to_batch(arrays: Arrays, task_names: Sequence[str]) -> dict:
     """Model batch from raw feature arrays: the image and the targets by task name.
 
-    A uint8 image is scaled to [0, 1]; a float image (already in [0, 1], as in the MTAN
-    files) is kept. Images and float targets become float32, signed integer targets
+    A uint8 image is scaled to [0, 1]; a float image (already in [0, 1], e.g. from the
+    augmentation) is kept. Images and float targets become float32, signed integer targets
     int32; other targets (uint8 maps) are passed unchanged.
     """
     image = arrays["image"]
