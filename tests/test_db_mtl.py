@@ -85,7 +85,7 @@ def test_needs_losses_and_rejects_bad_options():
 def test_jits_once_and_keeps_state_structure():
     method = db_mtl()
     jac = jnp.asarray(jacobian_bank()["random4"])
-    update = jax.jit(method.update)
+    update = jax.jit(method.update, donate_argnums=1)  # the trainer donates the state
     state = _init(method, jac)
     _, new_state, _ = update(jnp.ones(4), state, jac)
     _, new_state, _ = update(jnp.ones(4) * 2, new_state, jac * 2)

@@ -121,7 +121,7 @@ def test_options_are_validated():
 def test_jits_once_and_keeps_state_structure():
     method = moco()
     jac = jnp.asarray(jacobian_bank()["random4"])
-    update = jax.jit(method.update)
+    update = jax.jit(method.update, donate_argnums=1)  # the trainer donates the state
     state = _init(method, jac)
     _, new_state, metrics = update(None, state, jac)
     _, new_state, _ = update(None, new_state, jac * 2)

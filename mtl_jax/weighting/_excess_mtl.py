@@ -76,8 +76,11 @@ def excess_mtl(*, robust_step_size: float = 1e-2) -> Weighting:
     def init(task_names, row):
         num_tasks = len(task_names)
         grad_sq_sum = jax.tree.map(lambda s: jnp.zeros((num_tasks, *s.shape), s.dtype), row)
-        zeros = jnp.zeros((num_tasks,), jnp.float32)
-        return ExcessMTLState(jnp.zeros((), jnp.int32), grad_sq_sum, zeros, zeros)
+        # Two separate buffers: the trainer donates the state, and a buffer cannot be
+        # donated twice.
+        initial_risk = jnp.zeros((num_tasks,), jnp.float32)
+        log_weights = jnp.zeros((num_tasks,), jnp.float32)
+        return ExcessMTLState(jnp.zeros((), jnp.int32), grad_sq_sum, initial_risk, log_weights)
 
     def update(losses, state, rows):
         del losses
