@@ -1,0 +1,150 @@
+"""Smoke tests of the step-time benchmark (benchmarks/): workloads, one run's record,
+the ratios and the table. Timings themselves are not checked."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import sys
+from pathlib import Path
+
+import jax
+import pytest
+
+# `benchmarks` is a top-level folder of the repository, not part of the installed package.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks import step_time, workloads  # noqa: E402
+from mtl_jax import weighting  # noqa: E402
+
+# Parameter counts stated in WORKLOADS.md: (shared, total, {head: count}).
+SPEC_COUNTS = {
+    "W1": (21_330, 27_450, {"L": 3_060, "R": 3_060}),
+    "W2": (307_360, 529_841, {"segmentation": 74_637, "depth": 73_857, "normal": 73_987}),
+    "W3": (307_360, 312_520, {f"attr{i:02d}": 129 for i in range(40)}),
+}
+
+RUN_FIELDS = {
+    "workload": str,
+    "method": str,
+    "kind": str,
+    "after_update": bool,
+    "rep_grad": bool,
+    "num_tasks": int,
+    "options": dict,
+    "median_s": float,
+    "steps_s": list,
+    "warmup_s": list,
+    "forward_s": float,
+    "forward_backward_s": float,
+    "forward_steps_s": list,
+    "forward_backward_steps_s": list,
+    "peak_rss_mb": float,
+    "param_counts": dict,
+    "jax_version": str,
+    "devices": list,
+    "steps": int,
+    "warmup": int,
+}
+
+
+@pytest.mark.parametrize("name", workloads.WORKLOADS)
+def test_workload_matches_spec(name):
+    workload = workloads.build(name)
+    shapes = jax.eval_shape(workload.model.init, jax.random.PRNGKey(0), workload.batch["image"])
+    shared, total, heads = SPEC_COUNTS[name]
+    assert workloads.parameter_counts(shapes["params"]) == {
+        "shared": shared,
+        "total": total,
+        "tasks": heads,
+    }
+    assert set(workload.batch["targets"]) == set(heads) == set(workload.tasks)
+    image = workload.batch["image"]
+    assert image.dtype == "float32" and image.ndim == 4
+    assert abs(float(image.mean())) < 0.05 and abs(float(image.std()) - 1.0) < 0.05
+
+
+def test_w2_normal_targets_are_unit_vectors():
+    normal = workloads.build("W2").batch["targets"]["normal"]
+    norms = jax.numpy.linalg.norm(normal, axis=-1)
+    assert float(jax.numpy.max(jax.numpy.abs(norms - 1.0))) < 1e-5
+
+
+def test_wrong_parameter_counts_are_named():
+    workload = workloads.build("W1")
+    wrong = dataclasses.replace(
+        workload,
+        expected_counts={"shared": 1, "total": 27_450, "tasks": {"L": 3_060, "R": 7}},
+    )
+    shapes = jax.eval_shape(workload.model.init, jax.random.PRNGKey(0), workload.batch["image"])
+    with pytest.raises(AssertionError, match=r"shared: 21,330 != 1.*head 'R': 3,060 != 7"):
+        workloads.check_parameter_counts(wrong, shapes["params"])
+
+
+def test_unknown_workload():
+    with pytest.raises(ValueError, match="W1"):
+        workloads.build("W9")
+
+
+def test_minimal_work_ratio():
+    times = {"forward_s": 1.0, "forward_backward_s": 3.0}  # F = 1, B = 2
+    ratio = step_time.minimal_work_ratio
+    assert ratio(kind="loss", rep_grad=False, after_update=False, num_tasks=4, **times) == 1.0
+    # T backwards: (F + T·B) / (F + B).
+    assert ratio(kind="gramian", rep_grad=False, after_update=False, num_tasks=4, **times) == 3.0
+    assert ratio(kind="jacobian", rep_grad=False, after_update=False, num_tasks=4, **times) == 3.0
+    # rep_grad: one backward, as equal.
+    assert ratio(kind="gramian", rep_grad=True, after_update=False, num_tasks=4, **times) == 1.0
+    # FAMO: (F + B + F) / (F + B).
+    assert math.isclose(
+        ratio(kind="loss", rep_grad=False, after_update=True, num_tasks=4, **times), 4.0 / 3.0
+    )
+
+
+def test_method_options_cover_required_options():
+    names = ("b", "a")
+    assert step_time.method_options("fixed", names) == {"weights": {"a": 1.0, "b": 1.0}}
+    for name in weighting.METHODS:  # every method can be built for a benchmark
+        weighting.create(name, **step_time.method_options(name, names))
+
+
+def test_cli_checks_arguments():
+    with pytest.raises(SystemExit):
+        step_time._parse_args(["--workload", "W1", "--method", "mgda", "--methods", "a,b"])
+    with pytest.raises(SystemExit):
+        step_time._parse_args(["--workload", "W7", "--method", "equal"])
+
+
+def test_run_one_records_and_table(tmp_path):
+    runs = [
+        step_time.run_one("W1", method, rep_grad=True, steps=1, warmup=1)
+        for method in ("equal", "mgda")
+    ]
+    for run in runs:
+        for field, kind in RUN_FIELDS.items():
+            assert isinstance(run[field], kind), field
+        assert run["workload"] == "W1" and run["num_tasks"] == 2
+        assert len(run["steps_s"]) == len(run["forward_steps_s"]) == 1
+        assert run["median_s"] > 0 and run["forward_backward_s"] > 0
+        assert run["param_counts"]["total"] == 27_450
+        json.dumps(run)  # serialisable as is
+    equal, mgda = runs
+    assert (equal["kind"], equal["rep_grad"]) == ("loss", False)  # rep_grad ignored
+    assert (mgda["kind"], mgda["rep_grad"]) == ("gramian", True)
+    assert mgda["options"] == {"normalization": "none"}  # LibMTL's default
+
+    table = step_time.add_ratios(runs + [{"method": "broken", "error": "boom"}])
+    assert table[0]["ratio_to_equal"] == 1.0 and table[0]["met"]
+    assert table[1]["minimal_work_ratio"] == 1.0  # rep_grad mode
+    assert table[1]["target_ratio"] == pytest.approx(step_time.TOLERANCE)
+    assert table[2] == {"method": "broken", "error": "boom"}
+    markdown = step_time.markdown_table(table)
+    rows = [line for line in markdown.splitlines() if line.startswith("| ")]
+    assert len(rows) == 4  # header + 3 methods
+    assert "failed: boom" in rows[3]
+
+
+def test_ratios_need_equal():
+    with pytest.raises(ValueError, match="equal"):
+        step_time.add_ratios([{"method": "equal", "error": "boom"}])
