@@ -23,8 +23,8 @@ class DBMTLState(NamedTuple):
 
 
 def db_mtl(*, beta: float = 0.9, beta_sigma: float = 0.0, eps: float = 1e-8) -> Weighting:
-    """DB-MTL, Lin, Jiang, Ye, Zhang, Chen, Chen, Liu & Kwok, "Dual-Balancing for
-    Multi-Task Learning", 2023 (arXiv:2308.12029), Sec. 3 and Alg. 1, in LibMTL's form.
+    """DB-MTL, Lin et al., "Dual-Balancing for Multi-Task Learning",
+    2023 (arXiv:2308.12029), Sec. 3 and Alg. 1, in LibMTL's form.
 
     Loss balancing: each task is trained on `log(L_t + ε)`, whose gradient is
     `g_t / (L_t + ε)`, so multiplying a loss by a constant changes nothing. Gradient

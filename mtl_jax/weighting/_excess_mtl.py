@@ -28,8 +28,8 @@ class ExcessMTLState(NamedTuple):
 
 
 def excess_mtl(*, robust_step_size: float = 1e-2) -> Weighting:
-    """ExcessMTL, He, Zhou, Zhang, Yun, Xu, Zeng, Chilimbi & Zhao, "Robust Multi-Task
-    Learning with Excess Risks", ICML 2024, Alg. 1 (in the authors' LibMTL code).
+    """ExcessMTL, He et al., "Robust Multi-Task Learning with Excess Risks", ICML 2024,
+    Alg. 1 (in the authors' LibMTL code).
 
     A task's excess risk (its loss minus the best loss it could reach) is estimated from
     a second-order expansion around the optimum, `ε_t ≈ g_tᵀ H_t⁻¹ g_t` (the constant ½

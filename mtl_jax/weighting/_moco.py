@@ -56,8 +56,8 @@ def moco(
     normalization: str = "none",
     simplex_step: str = "projection",
 ) -> Weighting:
-    """MoCo, Fernando, Shen, Liu, Chaudhury, Murugesan & Chen, "Mitigating Gradient Bias in
-    Multi-objective Learning: A Provably Convergent Approach", ICLR 2023, Alg. 1.
+    """MoCo, Fernando et al., "Mitigating Gradient Bias in Multi-objective Learning: A
+    Provably Convergent Approach", ICLR 2023, Alg. 1.
 
     Stochastic gradients bias the min-norm (MGDA) direction; MoCo replaces them by tracked
     gradients and the min-norm weights by one projected-gradient step per update. At

@@ -15,8 +15,8 @@ class TrimmedMeanState(NamedTuple):
 
 
 def trimmed_mean(*, trim_number: int = 1) -> Weighting:
-    """Coordinate-wise trimmed mean, Yin, Chen, Ramchandran & Bartlett, "Byzantine-Robust
-    Distributed Learning: Towards Optimal Statistical Rates", ICML 2018, Def. 2.
+    """Coordinate-wise trimmed mean, Yin et al., "Byzantine-Robust Distributed
+    Learning: Towards Optimal Statistical Rates", ICML 2018, Def. 2.
 
     For every coordinate `j`, the `T` values `g_1j … g_Tj` are sorted, the `b` largest
     and the `b` smallest are removed, and `d_j` is the mean of the remaining `T − 2b`
