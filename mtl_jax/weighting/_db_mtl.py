@@ -27,16 +27,18 @@ def db_mtl(*, beta: float = 0.9, beta_sigma: float = 0.0, eps: float = 1e-8) -> 
     2023 (arXiv:2308.12029), Sec. 3 and Alg. 1, in LibMTL's form.
 
     Loss balancing: each task is trained on `log(L_t + ε)`, whose gradient is
-    `g_t / (L_t + ε)`, so multiplying a loss by a constant changes nothing. Gradient
-    balancing: an EMA of those gradients,
-    `b_t ← (1 − β_k) ĝ_t + β_k b_t` with `β_k = β / k^σ` at update `k = 1, 2, …` and
-    `b_t = 0` before the first, is rescaled to the largest norm (maximum-norm gradient balancing):
-    `d = Σ_t (max_s ‖b_s‖ / ‖b_t‖) b_t`. Every rescaled row has norm `max_s ‖b_s‖`.
+    `ĝ_t = g_t / (L_t + ε)`, so multiplying a loss by a constant changes nothing.
+    Gradient balancing: an EMA of those gradients, `b_t ← (1 − β_k) ĝ_t + β_k b_t` with
+    `β_k = β / k^σ` at update `k = 1, 2, …` and `b_t = 0` before the first, is rescaled
+    to the largest norm (maximum-norm normalisation): `d = Σ_t (max_s ‖b_s‖ / ‖b_t‖) b_t`.
+    Every rescaled row has norm `max_s ‖b_s‖`.
 
     LibMTL divides by `‖b_t‖ + 1e-8`; we divide by `‖b_t‖` and give a zero row the scale 0
     (its contribution is zero either way), so the rescaled norms are equal at every
     scale, including rows below 1e-8. A loss with `L_t + ε ≤ 0` (no logarithm) gets a zero
-    log-gradient instead of LibMTL's NaN.
+    log-gradient instead of LibMTL's NaN. Use parameter gradients (`rep_grad=False`, the
+    only mode LibMTL accepts): the EMA pairs coordinates across batches, and
+    representation-gradient coordinates belong to different examples in every batch.
 
     Args:
       beta: EMA coefficient `β ∈ [0, 1]` (LibMTL: 0.9).

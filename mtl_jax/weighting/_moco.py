@@ -75,7 +75,9 @@ def moco(
     available here: it tracks `L_t g_t / ‖g_t‖` instead of `g_t` (`normalization="loss"`)
     and maps the step with a softmax, `λ ← softmax(λ − γ_k (Y Yᵀ + ρI) λ)`, instead of
     the projection (`simplex_step="softmax"`). The defaults follow the paper, with
-    LibMTL's step sizes.
+    LibMTL's step sizes. Use parameter gradients (`rep_grad=False`, the only mode LibMTL
+    accepts): tracking pairs coordinates across batches, and representation-gradient
+    coordinates belong to different examples in every batch.
 
     Args:
       beta: tracking rate `β ∈ (0, 1]` (LibMTL: 0.5).
