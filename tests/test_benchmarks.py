@@ -6,17 +6,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import sys
-from pathlib import Path
 
 import jax
 import pytest
 
-# `benchmarks` is a top-level folder of the repository, not part of the installed package.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from benchmarks import step_time, workloads  # noqa: E402
-from mtl_jax import weighting  # noqa: E402
+from benchmarks import step_time, workloads
+from mtl_jax import weighting
 
 # Parameter counts stated in WORKLOADS.md: (shared, total, {head: count}).
 SPEC_COUNTS = {
