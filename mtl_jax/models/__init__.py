@@ -1,56 +1,278 @@
-"""Models: trunks, heads and the multi-task composition."""
+"""Models: trunks, heads, multi-task architectures and `build_model`.
+
+`build_model(trunk, tasks, architecture=...)` composes a trunk named in `TRUNKS` with one
+head per task, in one of the architectures of `ARCHITECTURES`:
+
+| architecture | trunks | shared | per task (`params["tasks"][t]`) |
+| --- | --- | --- | --- |
+| `hps` | all | the trunk | a head (below) |
+| `mtan` | segnet, resnet18, resnet50 | trunk + attention blocks | attention modules + head |
+| `cross_stitch` | resnet18, resnet50 | columns' stages 1–3, units 1–2 | unit-3 row, stage 4, head |
+| `mmoe` | all (as experts) | the experts | gate + tower (= head) |
+
+Heads by trunk: SegNet → `SegNetHead` (dense tasks only); dilated ResNets → `DeepLabHead`
+for dense tasks, a pooled `MLPHead` for vector tasks; the other trunks → `DenseHead` /
+`MLPHead`.
+
+Example::
+
+    model = build_model("segnet", tasks, architecture="mtan", dtype=jnp.bfloat16)
+    variables = model.init(jax.random.PRNGKey(0), images)
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import flax.linen as nn
+import jax.numpy as jnp
 
-from mtl_jax.models.heads import DenseHead, MLPHead
+from mtl_jax.models.cross_stitch import CrossStitchHead, CrossStitchTrunk
+from mtl_jax.models.heads import ASPP, DeepLabHead, DenseHead, MLPHead
+from mtl_jax.models.mmoe import MMoEHead, MMoETrunk
 from mtl_jax.models.multitask import MultiTaskModel
-from mtl_jax.models.trunks import LeNet, SeedCNN, SmallResNet
+from mtl_jax.models.resnet import MTAN_TIED as RESNET_MTAN_TIED
+from mtl_jax.models.resnet import ResNet, ResNetMTANHead
+from mtl_jax.models.segnet import FILTERS as SEGNET_FILTERS
+from mtl_jax.models.segnet import MTAN_TIED as SEGNET_MTAN_TIED
+from mtl_jax.models.segnet import SegNet, SegNetHead, SegNetMTANHead
+from mtl_jax.models.trunks import CelebACNN, LeNet, SeedCNN, SmallResNet
 from mtl_jax.tasks import Task
 
 __all__ = [
+    "ARCHITECTURES",
+    "ASPP",
     "TRUNKS",
+    "CelebACNN",
+    "CrossStitchHead",
+    "CrossStitchTrunk",
+    "DeepLabHead",
     "DenseHead",
     "LeNet",
     "MLPHead",
+    "MMoEHead",
+    "MMoETrunk",
     "MultiTaskModel",
+    "ResNet",
+    "ResNetMTANHead",
     "SeedCNN",
+    "SegNet",
+    "SegNetHead",
+    "SegNetMTANHead",
     "SmallResNet",
     "build_model",
 ]
 
-# Trunk name (as written in configs) -> constructor.
-TRUNKS = {
-    "lenet": LeNet,
-    "seed_cnn": SeedCNN,
-    "small_resnet": SmallResNet,
-    "small_resnet_pooled": lambda: SmallResNet(global_pool=True),
+_RESNET_DEPTHS = {"resnet18": 18, "resnet50": 50}
+
+
+def _scaled(width: int, multiplier: float) -> int:
+    return max(1, round(width * multiplier))
+
+
+def _fixed(cls, **fields) -> Callable[..., nn.Module]:
+    """Constructor of a trunk with a fixed size (no width multiplier)."""
+
+    def make(*, dtype, width_multiplier: float = 1.0, **extra):
+        if width_multiplier != 1.0:
+            raise ValueError(f"{cls.__name__} has a fixed size; width_multiplier must be 1.0")
+        return cls(**fields, **extra, dtype=dtype)
+
+    return make
+
+
+def _segnet(*, dtype, width_multiplier: float = 1.0, **extra) -> nn.Module:
+    filters = tuple(_scaled(f, width_multiplier) for f in SEGNET_FILTERS)
+    return SegNet(filters=filters, **extra, dtype=dtype)
+
+
+def _resnet(depth: int) -> Callable[..., nn.Module]:
+    def make(*, dtype, width_multiplier: float = 1.0, **extra):
+        return ResNet(depth, width=_scaled(64, width_multiplier), **extra, dtype=dtype)
+
+    return make
+
+
+def _celeba_cnn(*, dtype, width_multiplier: float = 1.0, **extra) -> nn.Module:
+    channels = tuple(_scaled(c, width_multiplier) for c in CelebACNN.channels)
+    hidden = _scaled(CelebACNN.hidden, width_multiplier)
+    return CelebACNN(channels=channels, hidden=hidden, **extra, dtype=dtype)
+
+
+# Trunk name (as written in configs) -> constructor(dtype=..., width_multiplier=...).
+TRUNKS: dict[str, Callable[..., nn.Module]] = {
+    "lenet": _fixed(LeNet),
+    "seed_cnn": _fixed(SeedCNN),
+    "small_resnet": _fixed(SmallResNet),
+    "small_resnet_pooled": _fixed(SmallResNet, global_pool=True),
+    "celeba_cnn": _celeba_cnn,
+    "segnet": _segnet,
+    "resnet18": _resnet(18),
+    "resnet50": _resnet(50),
 }
+
+
+def _head(trunk: str, name: str, task: Task, options: Mapping[str, Any]) -> nn.Module:
+    """The hard-parameter-sharing head of `task` on trunk `trunk`."""
+    dtype = options["dtype"]
+    if trunk == "segnet":
+        if not task.dense:
+            raise ValueError(f"task {name!r}: SegNet only has heads for dense tasks")
+        return SegNetHead(task.output_shape, dtype=dtype)
+    if trunk in _RESNET_DEPTHS:
+        if task.dense:
+            return DeepLabHead(
+                task.output_shape,
+                features=_scaled(256, options["width_multiplier"]),
+                dropout_rate=options["aspp_dropout"],
+                dtype=dtype,
+            )
+        return MLPHead(
+            tuple(options["head_hidden"]), task.output_shape[0], global_pool=True, dtype=dtype
+        )
+    if task.dense:
+        return DenseHead(options["dense_head_hidden"], task.output_shape, dtype=dtype)
+    return MLPHead(tuple(options["head_hidden"]), task.output_shape[0], dtype=dtype)
+
+
+def _trunk(trunk: str, options: Mapping[str, Any], **extra) -> nn.Module:
+    return TRUNKS[trunk](
+        dtype=options["dtype"], width_multiplier=options["width_multiplier"], **extra
+    )
+
+
+def _hps(trunk: str, tasks: Mapping[str, Task], options) -> MultiTaskModel:
+    heads = {name: _head(trunk, name, task, options) for name, task in tasks.items()}
+    return MultiTaskModel(trunk=_trunk(trunk, options), heads=heads)
+
+
+def _mtan(trunk: str, tasks: Mapping[str, Task], options) -> MultiTaskModel:
+    dtype = options["dtype"]
+    if trunk == "segnet":
+        for name, task in tasks.items():
+            if not task.dense:
+                raise ValueError(f"task {name!r}: SegNet-MTAN only has heads for dense tasks")
+        filters = tuple(_scaled(f, options["width_multiplier"]) for f in SEGNET_FILTERS)
+        heads = {
+            name: SegNetMTANHead(task.output_shape, filters, dtype=dtype)
+            for name, task in tasks.items()
+        }
+        return MultiTaskModel(
+            trunk=_trunk(trunk, options, all_features=True),
+            heads=heads,
+            tied=(SEGNET_MTAN_TIED,),
+        )
+    depth = _RESNET_DEPTHS[trunk]
+    width = _scaled(64, options["width_multiplier"])
+    heads = {
+        name: ResNetMTANHead(_head(trunk, name, task, options), depth, width, dtype=dtype)
+        for name, task in tasks.items()
+    }
+    return MultiTaskModel(
+        trunk=_trunk(trunk, options, stage_features=True), heads=heads, tied=(RESNET_MTAN_TIED,)
+    )
+
+
+def _cross_stitch(trunk: str, tasks: Mapping[str, Task], options) -> MultiTaskModel:
+    depth = _RESNET_DEPTHS[trunk]
+    width = _scaled(64, options["width_multiplier"])
+    names = sorted(tasks)
+    common = {"num_tasks": len(names), "depth": depth, "width": width, "dtype": options["dtype"]}
+    heads = {
+        name: CrossStitchHead(_head(trunk, name, tasks[name], options), task_index=index, **common)
+        for index, name in enumerate(names)
+    }
+    return MultiTaskModel(trunk=CrossStitchTrunk(**common), heads=heads)
+
+
+def _mmoe(trunk: str, tasks: Mapping[str, Task], options) -> MultiTaskModel:
+    count, dtype = options["num_experts"], options["dtype"]
+    if count < 1:
+        raise ValueError(f"num_experts must be >= 1, got {count}")
+    heads = {
+        name: MMoEHead(_head(trunk, name, task, options), count, dtype=dtype)
+        for name, task in tasks.items()
+    }
+    return MultiTaskModel(trunk=MMoETrunk(_trunk(trunk, options), count, dtype), heads=heads)
+
+
+# Architecture name -> (builder, trunks it supports or None for all).
+ARCHITECTURES: dict[str, tuple[Callable[..., MultiTaskModel], tuple[str, ...] | None]] = {
+    "hps": (_hps, None),
+    "mtan": (_mtan, ("segnet", "resnet18", "resnet50")),
+    "cross_stitch": (_cross_stitch, ("resnet18", "resnet50")),
+    "mmoe": (_mmoe, None),
+}
+
+DTYPES = ("float32", "bfloat16", "float16")
 
 
 def build_model(
     trunk: str,
     tasks: Mapping[str, Task],
     *,
+    architecture: str = "hps",
     head_hidden: Sequence[int] = (50,),
     dense_head_hidden: int = 64,
+    dtype: Any = jnp.float32,
+    width_multiplier: float = 1.0,
+    num_experts: int = 3,
+    aspp_dropout: float = 0.5,
 ) -> MultiTaskModel:
-    """Builds a hard-parameter-sharing model: trunk `trunk` and one head per task.
+    """Builds a multi-task model: trunk `trunk` in architecture `architecture`.
 
-    Vector tasks get an `MLPHead(head_hidden)`; dense tasks a `DenseHead(dense_head_hidden)`.
+    Args:
+      trunk: a key of `TRUNKS` ("lenet", "seed_cnn", "small_resnet",
+        "small_resnet_pooled", "celeba_cnn", "segnet", "resnet18", "resnet50"; the
+        ResNets are dilated to output stride 8).
+      tasks: task records keyed by name; each gets a head (see the module docstring).
+      architecture: a key of `ARCHITECTURES`: "hps" (hard parameter sharing), "mtan",
+        "cross_stitch" or "mmoe".
+      head_hidden: hidden widths of `MLPHead`s (vector tasks).
+      dense_head_hidden: hidden width of `DenseHead`s (dense tasks on small trunks).
+      dtype: computation dtype ("float32", "bfloat16" or "float16", or the jnp type);
+        parameters and BatchNorm statistics stay float32 and predictions are float32.
+      width_multiplier: scales every width of segnet / resnet / celeba_cnn models
+        (1.0 = the published models; smaller values only make tests fast).
+      num_experts: experts of "mmoe".
+      aspp_dropout: dropout rate of the DeepLab heads on ResNet trunks (0.5 in LibMTL);
+        training with it > 0 needs `rng=` in the model's apply calls.
 
     Raises:
-      ValueError: if `trunk` is not a known trunk name (the message lists them).
+      ValueError: for an unknown trunk, architecture or dtype (listing the valid ones), an
+        architecture that does not support the trunk, or a task the heads cannot serve.
     """
     if trunk not in TRUNKS:
         raise ValueError(f"unknown trunk {trunk!r}; valid trunks: {sorted(TRUNKS)}")
-    heads: dict[str, nn.Module] = {}
-    for name, task in tasks.items():
-        if task.dense:
-            heads[name] = DenseHead(hidden=dense_head_hidden, output_shape=task.output_shape)
-        else:
-            heads[name] = MLPHead(hidden=tuple(head_hidden), num_outputs=task.output_shape[0])
-    return MultiTaskModel(trunk=TRUNKS[trunk](), heads=heads)
+    if architecture not in ARCHITECTURES:
+        raise ValueError(
+            f"unknown architecture {architecture!r}; valid architectures: {sorted(ARCHITECTURES)}"
+        )
+    builder, supported = ARCHITECTURES[architecture]
+    if supported is not None and trunk not in supported:
+        raise ValueError(
+            f"architecture {architecture!r} does not support trunk {trunk!r}; "
+            f"supported trunks: {list(supported)}"
+        )
+    try:
+        dtype = jnp.dtype(dtype)
+    except TypeError:
+        dtype = None
+    if dtype is None or dtype.name not in DTYPES:
+        raise ValueError(f"dtype must be one of {list(DTYPES)}, got {dtype!r}")
+    if not width_multiplier > 0:
+        raise ValueError(f"width_multiplier must be > 0, got {width_multiplier}")
+    if not 0.0 <= aspp_dropout < 1.0:
+        raise ValueError(f"aspp_dropout must be in [0, 1), got {aspp_dropout}")
+    if not tasks:
+        raise ValueError("build_model needs at least one task")
+    options = {
+        "head_hidden": head_hidden,
+        "dense_head_hidden": dense_head_hidden,
+        "dtype": dtype.type,
+        "width_multiplier": width_multiplier,
+        "num_experts": num_experts,
+        "aspp_dropout": aspp_dropout,
+    }
+    return builder(trunk, tasks, options)

@@ -1,26 +1,18 @@
 """Shared trunks (encoders). Each maps an NHWC image batch to the shared representation.
 
 Every trunk takes `train` (batch statistics vs running averages for BatchNorm) so that
-all trunks share one call signature.
+all trunks share one call signature, and `dtype`, the computation dtype (parameters stay
+float32). The larger architectures live in their own modules (`segnet`, `resnet`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import flax.linen as nn
 import jax.numpy as jnp
 
-
-def _max_pool(x):
-    """2×2 max-pool with stride 2 (odd trailing rows/columns dropped, like torch).
-
-    Written as a reshape and a max rather than `nn.max_pool`: XLA's CPU backward of the
-    windowed reduction (select-and-scatter) is about 4× slower than the whole conv layer
-    on LeNet. The forward is identical; gradients differ only for exactly tied maxima,
-    where this form splits the gradient among them.
-    """
-    batch, height, width, channels = x.shape
-    x = x[:, : height - height % 2, : width - width % 2]
-    return x.reshape(batch, height // 2, 2, width // 2, 2, channels).max(axis=(2, 4))
+from mtl_jax.models.layers import TORCH_DEFAULT, Dtype, batch_norm, max_pool_2x2
 
 
 class PatchConv(nn.Module):
@@ -35,6 +27,7 @@ class PatchConv(nn.Module):
 
     features: int
     kernel_size: tuple[int, int]
+    dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, x):
@@ -44,6 +37,7 @@ class PatchConv(nn.Module):
             "kernel", nn.initializers.lecun_normal(), (kh, kw, channels, self.features)
         )
         bias = self.param("bias", nn.initializers.zeros_init(), (self.features,))
+        x, kernel, bias = (a.astype(self.dtype) for a in (x, kernel, bias))
         out_h, out_w = x.shape[1] - kh + 1, x.shape[2] - kw + 1
         patches = jnp.stack(
             [x[:, i : i + out_h, j : j + out_w, :] for i in range(kh) for j in range(kw)],
@@ -62,13 +56,16 @@ class LeNet(nn.Module):
     output, faster on CPU for one input channel).
     """
 
+    dtype: Dtype = jnp.float32
+
     @nn.compact
     def __call__(self, x, *, train: bool = True):
         del train
-        x = nn.relu(_max_pool(PatchConv(10, (5, 5), name="Conv_0")(x)))
-        x = nn.relu(_max_pool(nn.Conv(20, (5, 5), padding="VALID", name="Conv_1")(x)))
+        x = nn.relu(max_pool_2x2(PatchConv(10, (5, 5), dtype=self.dtype, name="Conv_0")(x)))
+        x = nn.Conv(20, (5, 5), padding="VALID", dtype=self.dtype, name="Conv_1")(x)
+        x = nn.relu(max_pool_2x2(x))
         x = x.reshape((x.shape[0], -1))
-        return nn.relu(nn.Dense(50)(x))
+        return nn.relu(nn.Dense(50, dtype=self.dtype)(x))
 
 
 class SeedCNN(nn.Module):
@@ -78,11 +75,14 @@ class SeedCNN(nn.Module):
     [B, 8, 8, 32] representation; the per-task `fc 128` layers live in the heads.
     """
 
+    dtype: Dtype = jnp.float32
+
     @nn.compact
     def __call__(self, x, *, train: bool = True):
         del train
-        x = _max_pool(nn.relu(nn.Conv(16, (3, 3), padding=((1, 1), (1, 1)))(x)))
-        return _max_pool(nn.relu(nn.Conv(32, (3, 3), padding=((1, 1), (1, 1)))(x)))
+        pad = ((1, 1), (1, 1))
+        x = max_pool_2x2(nn.relu(nn.Conv(16, (3, 3), padding=pad, dtype=self.dtype)(x)))
+        return max_pool_2x2(nn.relu(nn.Conv(32, (3, 3), padding=pad, dtype=self.dtype)(x)))
 
 
 class _ConvBN(nn.Module):
@@ -91,6 +91,7 @@ class _ConvBN(nn.Module):
     features: int
     kernel: int
     stride: int
+    dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, x, *, train: bool):
@@ -101,8 +102,9 @@ class _ConvBN(nn.Module):
             strides=(self.stride, self.stride),
             padding=((pad, pad), (pad, pad)),
             use_bias=False,
+            dtype=self.dtype,
         )(x)
-        return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5)(x)
+        return batch_norm(train=train, dtype=self.dtype)(x)
 
 
 class BasicBlock(nn.Module):
@@ -110,13 +112,14 @@ class BasicBlock(nn.Module):
 
     features: int
     stride: int = 1
+    dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, x, *, train: bool):
-        out = nn.relu(_ConvBN(self.features, 3, self.stride)(x, train=train))
-        out = _ConvBN(self.features, 3, 1)(out, train=train)
+        out = nn.relu(_ConvBN(self.features, 3, self.stride, self.dtype)(x, train=train))
+        out = _ConvBN(self.features, 3, 1, self.dtype)(out, train=train)
         if self.stride != 1 or x.shape[-1] != self.features:
-            x = _ConvBN(self.features, 1, self.stride)(x, train=train)
+            x = _ConvBN(self.features, 1, self.stride, self.dtype)(x, train=train)
         return nn.relu(out + x)
 
 
@@ -128,11 +131,56 @@ class SmallResNet(nn.Module):
     """
 
     global_pool: bool = False
+    dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, x, *, train: bool = True):
-        x = nn.relu(_ConvBN(32, 3, 1)(x, train=train))
-        x = BasicBlock(32, 1)(x, train=train)
-        x = BasicBlock(64, 2)(x, train=train)
-        x = BasicBlock(128, 2)(x, train=train)
+        x = nn.relu(_ConvBN(32, 3, 1, self.dtype)(x, train=train))
+        x = BasicBlock(32, 1, self.dtype)(x, train=train)
+        x = BasicBlock(64, 2, self.dtype)(x, train=train)
+        x = BasicBlock(128, 2, self.dtype)(x, train=train)
         return jnp.mean(x, axis=(1, 2)) if self.global_pool else x
+
+
+class CelebACNN(nn.Module):
+    """The 9-layer CNN of the FAMO CelebA experiments (Liu et al., NeurIPS 2023).
+
+    Seven bias-free 3×3 convolutions (padding 1), each followed by BatchNorm and ReLU, with
+    channels 64 | 128, 128 | 256, 256 | 512, 512, a 2×2 max-pool after each `|` group, a
+    global average pool, then two bias-free Dense(512) + BatchNorm + ReLU layers. Input
+    [B, 64, 64, 3], representation [B, 512]; 5,176,640 parameters. The 40 heads of that
+    setup are one Dense(1) each (`MLPHead(hidden=())`, 513 parameters). Weights start from
+    torch's default initialisation, as in the reference code (which does not re-initialise).
+
+    Attributes:
+      channels: the seven convolution widths (scaled only for tests).
+      hidden: the width of the two dense layers.
+    """
+
+    channels: Sequence[int] = (64, 128, 128, 256, 256, 512, 512)
+    hidden: int = 512
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, *, train: bool = True):
+        if len(self.channels) != 7:
+            raise ValueError(f"CelebACNN needs 7 channel widths, got {tuple(self.channels)}")
+        for index, features in enumerate(self.channels):
+            x = nn.Conv(
+                features,
+                (3, 3),
+                padding=((1, 1), (1, 1)),
+                use_bias=False,
+                kernel_init=TORCH_DEFAULT,
+                dtype=self.dtype,
+            )(x)
+            x = nn.relu(batch_norm(train=train, dtype=self.dtype)(x))
+            if index in (0, 2, 4):  # pool after conv 1, conv 3 and conv 5
+                x = max_pool_2x2(x)
+        x = jnp.mean(x, axis=(1, 2))
+        for _ in range(2):
+            x = nn.Dense(self.hidden, use_bias=False, kernel_init=TORCH_DEFAULT, dtype=self.dtype)(
+                x
+            )
+            x = nn.relu(batch_norm(train=train, dtype=self.dtype)(x))
+        return x
