@@ -12,19 +12,26 @@ from typing import Any
 
 from mtl_jax.weighting._aggregate import aggregate, default_task_names
 from mtl_jax.weighting._base import GRAMIAN, JACOBIAN, KINDS, LOSS, Weighting
+from mtl_jax.weighting._cagrad import CAGradState, cagrad
 from mtl_jax.weighting._db_mtl import DBMTLState, db_mtl
 from mtl_jax.weighting._dwa import DWAState, dwa
 from mtl_jax.weighting._equal import EqualState, equal
 from mtl_jax.weighting._excess_mtl import ExcessMTLState, excess_mtl
+from mtl_jax.weighting._fairgrad import FairGradState, fairgrad
 from mtl_jax.weighting._famo import FAMOState, famo
 from mtl_jax.weighting._fixed import FixedState, fixed
 from mtl_jax.weighting._gls import GLSState, gls
 from mtl_jax.weighting._graddrop import GradDropState, graddrop
 from mtl_jax.weighting._gradnorm import GradNormState, gradnorm
 from mtl_jax.weighting._gradvac import GradVacState, gradvac
+from mtl_jax.weighting._imtl import IMTLState, imtl
+from mtl_jax.weighting._imtl_g import IMTLGState, imtl_g
+from mtl_jax.weighting._imtl_l import IMTLLState, imtl_l
 from mtl_jax.weighting._mgda import MGDAState, mgda
 from mtl_jax.weighting._min_norm import MinNormResult, min_norm_simplex
 from mtl_jax.weighting._moco import MoCoState, moco
+from mtl_jax.weighting._nash_mtl import NashMTLState, nash_mtl
+from mtl_jax.weighting._pcgrad import PCGradState, pcgrad
 from mtl_jax.weighting._rlw import RLWState, rlw
 from mtl_jax.weighting._scale_invariant import ScaleInvariantState, scale_invariant
 from mtl_jax.weighting._stch import STCHState, stch
@@ -33,18 +40,25 @@ from mtl_jax.weighting._uncertainty import UncertaintyState, uncertainty
 
 # Every method factory, by the name used in configs.
 METHODS = (
+    "cagrad",
     "db_mtl",
     "dwa",
     "equal",
     "excess_mtl",
+    "fairgrad",
     "famo",
     "fixed",
     "gls",
     "graddrop",
     "gradnorm",
     "gradvac",
+    "imtl",
+    "imtl_g",
+    "imtl_l",
     "mgda",
     "moco",
+    "nash_mtl",
+    "pcgrad",
     "rlw",
     "scale_invariant",
     "stch",
@@ -58,19 +72,26 @@ __all__ = [
     "KINDS",
     "LOSS",
     "METHODS",
+    "CAGradState",
     "DBMTLState",
     "DWAState",
     "EqualState",
     "ExcessMTLState",
     "FAMOState",
+    "FairGradState",
     "FixedState",
     "GLSState",
     "GradDropState",
     "GradNormState",
     "GradVacState",
+    "IMTLGState",
+    "IMTLLState",
+    "IMTLState",
     "MGDAState",
     "MinNormResult",
     "MoCoState",
+    "NashMTLState",
+    "PCGradState",
     "RLWState",
     "STCHState",
     "ScaleInvariantState",
@@ -78,21 +99,28 @@ __all__ = [
     "UncertaintyState",
     "Weighting",
     "aggregate",
+    "cagrad",
     "create",
     "db_mtl",
     "default_task_names",
     "dwa",
     "equal",
     "excess_mtl",
+    "fairgrad",
     "famo",
     "fixed",
     "gls",
     "graddrop",
     "gradnorm",
     "gradvac",
+    "imtl",
+    "imtl_g",
+    "imtl_l",
     "mgda",
     "min_norm_simplex",
     "moco",
+    "nash_mtl",
+    "pcgrad",
     "rlw",
     "scale_invariant",
     "stch",
