@@ -50,12 +50,13 @@ def main(argv: list[str] | None = None) -> int:
     from mtl_jax.distributed import initialize_distributed
 
     initialize_distributed()
+    from experiments.configs import base
     from mtl_jax.checkpointing import CheckpointError
     from mtl_jax.config import ConfigError, load_config
     from mtl_jax.experiment import NonFiniteError, Preempted, format_results, train_and_evaluate
 
     try:
-        config = load_config(args.config, overrides)
+        config = load_config(args.config, overrides, reference=base.get_config())
         results = train_and_evaluate(
             config, args.workdir, progress=not args.no_progress, overwrite=args.overwrite
         )

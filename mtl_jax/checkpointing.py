@@ -71,19 +71,23 @@ def digest(tree: PyTree) -> str | None:
 
 
 def compare_leaves(saved: Mapping[str, list], expected: Mapping[str, list]) -> list[str]:
-    """Human-readable differences between two `describe_leaves` results (empty if none)."""
+    """Human-readable differences between two `describe_leaves` results (empty if none),
+    in `expected`'s leaf order (for a `TrainState`: step, params, batch_stats, ...)."""
     problems = []
-    for path in sorted(set(saved) | set(expected)):
-        if path not in expected:
-            problems.append(f"leaf {path!r} is in the checkpoint but not in the model")
-        elif path not in saved:
+    for path, (e_shape, e_dtype) in expected.items():
+        if path not in saved:
             problems.append(f"leaf {path!r} of the model is missing from the checkpoint")
-        elif saved[path] != expected[path]:
-            (s_shape, s_dtype), (e_shape, e_dtype) = saved[path], expected[path]
+        elif saved[path] != [e_shape, e_dtype]:
+            s_shape, s_dtype = saved[path]
             problems.append(
                 f"leaf {path!r}: checkpoint has shape {tuple(s_shape)} {s_dtype}, "
                 f"model has shape {tuple(e_shape)} {e_dtype}"
             )
+    problems.extend(
+        f"leaf {path!r} is in the checkpoint but not in the model"
+        for path in saved
+        if path not in expected
+    )
     return problems
 
 

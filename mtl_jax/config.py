@@ -23,8 +23,59 @@ class ConfigError(ValueError):
     """A config file, key or value is invalid; raised before anything is compiled."""
 
 
-def load_config(path: str | Path, overrides: Sequence[str] = ()) -> ml_collections.ConfigDict:
-    """Loads `get_config()` from the Python file `path` and applies `key=value` overrides."""
+def check_against(
+    config: ml_collections.ConfigDict, reference: ml_collections.ConfigDict, prefix: str = ""
+) -> None:
+    """Checks that `config` has exactly `reference`'s keys (the open paths excepted) and
+    values of the same types (an int where a float is expected is accepted).
+
+    Raises:
+      ConfigError: naming the key, and the valid keys or the expected type.
+    """
+    for key in sorted(set(config) | set(reference)):
+        dotted = f"{prefix}{key}"
+        if key not in reference:
+            raise ConfigError(
+                f"unknown config key {dotted!r}; valid keys under {prefix[:-1] or '<top>'}: "
+                f"{sorted(reference)}"
+            )
+        if key not in config:
+            raise ConfigError(f"config key {dotted!r} is missing")
+        value, expected = config[key], reference[key]
+        if dotted in OPEN_PATHS:
+            continue
+        if isinstance(expected, ml_collections.ConfigDict):
+            if not isinstance(value, ml_collections.ConfigDict):
+                raise ConfigError(f"config key {dotted!r} must be a group of keys")
+            check_against(value, expected, f"{dotted}.")
+            continue
+        if isinstance(expected, bool) or isinstance(value, bool):
+            ok = type(value) is type(expected)
+        elif isinstance(expected, float):
+            ok = isinstance(value, (int, float))
+        elif isinstance(expected, (tuple, list)):
+            ok = isinstance(value, (tuple, list))
+        else:
+            ok = isinstance(value, type(expected))
+        if not ok:
+            raise ConfigError(
+                f"config key {dotted!r} expects a {type(expected).__name__}, got "
+                f"{type(value).__name__} {value!r}"
+            )
+
+
+def load_config(
+    path: str | Path,
+    overrides: Sequence[str] = (),
+    *,
+    reference: ml_collections.ConfigDict | None = None,
+) -> ml_collections.ConfigDict:
+    """Loads `get_config()` from the Python file `path` and applies `key=value` overrides.
+
+    With `reference` (the config listing every key, e.g. `experiments/configs/base.py`'s),
+    the file's config is checked against it first (`check_against`), so that a key the
+    file adds by mistake is an error too.
+    """
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {str(path)!r} does not exist")
@@ -38,6 +89,11 @@ def load_config(path: str | Path, overrides: Sequence[str] = ()) -> ml_collectio
     except (TypeError, AttributeError, KeyError, ValueError) as error:
         # ml_collections raises these for a value of the wrong type or an unknown key.
         raise ConfigError(f"config file {str(path)!r}: {type(error).__name__}: {error}") from error
+    if reference is not None:
+        try:
+            check_against(config, reference)
+        except ConfigError as error:
+            raise ConfigError(f"config file {str(path)!r}: {error}") from error
     config.lock()
     for override in overrides:
         key, sep, value = override.partition("=")

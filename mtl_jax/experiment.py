@@ -210,9 +210,9 @@ def check_data(
     by tracing only (nothing is compiled). Returns the image shape [H, W, C].
 
     Raises:
-      ValueError: naming the split, task and shapes or dtypes, for images that are not
-        uint8 [N, H, W, C] of the declared shape, splits whose images differ, a task with
-        no targets, targets of the wrong shape or out of range (`Task.check_targets`), or
+      ValueError: naming the split, task and shapes or dtypes, for an empty split, images
+        that are not uint8 [N, H, W, C] of the declared shape, a task with no targets or
+        too few, targets of the wrong shape or out of range (`Task.check_targets`), or
         model predictions whose shape differs from the task's.
     """
     declared = builder.info.features["image"]
@@ -225,6 +225,8 @@ def check_data(
                 f"model tasks {sorted(exp.task_names)}, data features {sorted(arrays)}"
             )
         image = arrays["image"]
+        if len(image) == 0:
+            raise ValueError(f"{split} split of {builder.name!r} is empty")
         if image.dtype != np.uint8 or image.ndim != 4:
             raise ValueError(
                 f"{split} split of {builder.name!r}: images are {image.dtype} with shape "
