@@ -1,0 +1,80 @@
+"""`dualproj`: the mean gradient projected onto the dual cone (GEM; torchjd's DualProj)."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax.numpy as jnp
+
+from mtl_jax.weighting._base import GRAMIAN, Weighting
+from mtl_jax.weighting._dual_cone import (
+    check_dual_cone_options,
+    normalize_and_regularize,
+    project_onto_dual_cone,
+)
+
+
+class DualProjState(NamedTuple):
+    """`dualproj` keeps no state."""
+
+
+def dualproj(
+    *,
+    reduction: str = "mean",
+    norm_eps: float = 1e-4,
+    reg_eps: float = 1e-4,
+    tol: float = 1e-7,
+    max_iters: int = 200,
+) -> Weighting:
+    """DualProj: Lopez-Paz & Ranzato, "Gradient Episodic Memory", NeurIPS 2017, Eq. 10–11.
+
+    GEM projects a gradient onto the closest direction that increases no other loss,
+    `min_x ½‖x − ḡ‖²` s.t. `g_t · x ≥ 0`, and solves it through its dual, a QP in T
+    dimensions (Eq. 11). Here `ḡ = Jᵀp` is the preference-weighted gradient (the mean by
+    default, as in torchjd's DualProj), and the projection is `Jᵀv` with
+    `v = argmin_{v ≥ p} vᵀGv` (see `project_onto_dual_cone`), so the weights are `v`. The
+    result conflicts with no task (`g_t · d ≥ 0`, up to the ridge below); when `ḡ` already
+    conflicts with none (`Gp ≥ 0`), `w = p`.
+
+    As in torchjd, the QP uses `G / trace(G) + reg_eps · I` (see `normalize_and_regularize`):
+    the guarantee becomes `g_t · d ≥ −reg_eps · trace(G) · w_t`, and below
+    `trace(G) ≤ norm_eps` the gradients count as zero and `w = p`.
+
+    Args:
+      reduction: the preference `p`: `"mean"` (`1/T`, torchjd) or `"sum"` (`1`).
+      norm_eps: torchjd's `norm_eps` (1e-4); `0` makes the method exactly scale invariant.
+      reg_eps: torchjd's `reg_eps` (1e-4); must be positive.
+      tol: dual-feasibility tolerance of the active-set solver.
+      max_iters: iteration cap of the solver.
+
+    Metrics: `solver_iterations` and `solver_residual` (KKT residual) every step.
+
+    Example:
+      >>> J = jnp.array([[-4.0, 1.0, 1.0], [6.0, 1.0, 1.0]])
+      >>> direction, _, _ = aggregate(dualproj(), J)  # ≈ [0.5563, 1.1109, 1.1109] (torchjd)
+    """
+    check_dual_cone_options(
+        "dualproj",
+        reduction=reduction,
+        norm_eps=norm_eps,
+        reg_eps=reg_eps,
+        tol=tol,
+        max_iters=max_iters,
+    )
+
+    def init(task_names):
+        del task_names
+        return DualProjState()
+
+    def update(losses, state, gramian):
+        del losses
+        num_tasks = gramian.shape[0]
+        preference = 1.0 / num_tasks if reduction == "mean" else 1.0
+        gram = normalize_and_regularize(gramian, norm_eps=norm_eps, reg_eps=reg_eps)
+        result = project_onto_dual_cone(
+            gram, jnp.full((num_tasks,), preference, jnp.float32), tol=tol, max_iters=max_iters
+        )
+        metrics = {"solver_iterations": result.iterations, "solver_residual": result.residual}
+        return result.weights, state, metrics
+
+    return Weighting(init=init, update=update, kind=GRAMIAN)
