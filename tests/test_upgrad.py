@@ -1,0 +1,111 @@
+"""`upgrad`: torchjd's numbers, an exact QP reference, non-conflict on every bank."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from mtl_jax import weighting
+from mtl_jax.weighting._dual_cone import normalize_and_regularize
+from mtl_jax.weighting._upgrad import upgrad
+from tests.banks import jacobian_bank
+from tests.test_dual_cone import brute_force_projection
+
+REG_EPS = 1e-4
+
+
+def reference_weights(jac: np.ndarray, reg_eps: float = REG_EPS) -> np.ndarray:
+    """UPGrad weights in float64: Σ_t argmin_{v ≥ e_t/T} vᵀ(G/tr G + εI)v, by brute force."""
+    jac = np.asarray(jac, np.float64)
+    gram = jac @ jac.T
+    gram = gram / np.trace(gram) + reg_eps * np.eye(len(jac))
+    eye = np.eye(len(jac)) / len(jac)
+    return sum(brute_force_projection(gram, eye[t]) for t in range(len(jac)))
+
+
+def test_torchjd_docstring_example():
+    # torchjd's UPGrad docstring: J = [[-4, 1, 1], [6, 1, 1]] -> [0.2929, 1.9004, 1.9004].
+    jac = jnp.asarray([[-4.0, 1.0, 1.0], [6.0, 1.0, 1.0]])
+    direction, _, _ = weighting.aggregate(upgrad(), jac)
+    np.testing.assert_allclose(direction, [0.2929, 1.9004, 1.9004], atol=1e-4)
+
+
+@pytest.mark.parametrize("case", ["random2", "random4", "conflicting", "rank_deficient"])
+def test_matches_exact_qp(case):
+    jac = jacobian_bank()[case]
+    _, weights, _ = weighting.aggregate(upgrad(), jnp.asarray(jac))
+    expected = reference_weights(jac)
+    np.testing.assert_allclose(weights, expected, atol=2e-3 * np.abs(expected).max())
+
+
+def test_no_conflict_gives_the_mean():
+    rng = np.random.default_rng(0)
+    jac = jnp.asarray(np.abs(rng.normal(size=(4, 10))), jnp.float32)
+    direction, weights, _ = weighting.aggregate(upgrad(), jac)
+    np.testing.assert_allclose(weights, np.full(4, 0.25), rtol=1e-6)
+    np.testing.assert_allclose(direction, jnp.mean(jac, axis=0), rtol=1e-5)
+    _, weights, _ = weighting.aggregate(upgrad(reduction="sum"), jac)
+    np.testing.assert_allclose(weights, np.ones(4), rtol=1e-6)
+
+
+@pytest.mark.parametrize("case", sorted(jacobian_bank()))
+def test_does_not_conflict_on_bank(case):
+    """g_t · d ≥ −reg_eps · tr(G) · w_t, up to the solver tolerance (see the docstring)."""
+    jac = jacobian_bank()[case]
+    # norm_eps=0: the 1e-10 and 1e-5 banks would otherwise count as zero gradients.
+    direction, weights, _ = weighting.aggregate(upgrad(norm_eps=0.0), jnp.asarray(jac))
+    weights = np.asarray(weights, np.float64)
+    assert np.all(np.isfinite(weights)) and np.all(np.isfinite(direction))
+    assert np.all(weights >= 0)
+    jac = jac.astype(np.float64)
+    trace = np.sum(jac**2)
+    # Products from the float32 direction carry round-off of order 1e-6 · ‖g_t‖‖d‖.
+    slack = 1e-5 * np.linalg.norm(jac, axis=1) * np.linalg.norm(np.asarray(direction, np.float64))
+    bound = -trace * (REG_EPS * weights + 1e-6 * weights.max()) - slack
+    assert np.all(jac @ np.asarray(direction, np.float64) >= bound), case
+
+
+def test_tiny_gradients_are_not_projected_by_default():
+    # torchjd's absolute norm_eps: tr(G) < 1e-4 counts as zero, and w is the mean.
+    jac = jnp.asarray(jacobian_bank()["conflicting"] * 1e-3)
+    _, weights, _ = weighting.aggregate(upgrad(), jac)
+    np.testing.assert_allclose(weights, np.full(3, 1 / 3), rtol=1e-6)
+    _, weights, _ = weighting.aggregate(upgrad(norm_eps=0.0), jac)
+    assert not np.allclose(weights, 1 / 3)
+
+
+def test_scale_invariance_without_norm_eps():
+    jac = jacobian_bank()["conflicting"]
+    method = upgrad(norm_eps=0.0)
+    _, w1, _ = weighting.aggregate(method, jnp.asarray(jac))
+    _, w2, _ = weighting.aggregate(method, jnp.asarray(jac * 1e6))
+    np.testing.assert_allclose(w1, w2, rtol=1e-4)
+
+
+def test_reports_solver_metrics_under_jit():
+    jac = jnp.asarray(jacobian_bank()["conflicting"])
+    method = upgrad()
+    gram = jac @ jac.T
+    weights, _, metrics = jax.jit(method.update)(None, method.init(("a", "b", "c")), gram)
+    assert int(metrics["solver_iterations"]) > 0  # the rows conflict
+    assert float(metrics["solver_residual"]) < 1e-5
+    # KKT of the regularised problem for the summed weights: Ĝw ≥ 0.
+    reg = np.asarray(normalize_and_regularize(gram, norm_eps=1e-4, reg_eps=REG_EPS))
+    assert np.all(reg @ np.asarray(weights) >= -1e-6)
+
+
+@pytest.mark.parametrize(
+    ("options", "match"),
+    [
+        ({"reduction": "max"}, "reduction"),
+        ({"reg_eps": 0.0}, "reg_eps"),
+        ({"norm_eps": -1.0}, "norm_eps"),
+        ({"tol": 0.0}, "tol"),
+        ({"max_iters": 0}, "max_iters"),
+    ],
+)
+def test_bad_options(options, match):
+    with pytest.raises(ValueError, match=match):
+        upgrad(**options)
