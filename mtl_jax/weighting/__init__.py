@@ -11,9 +11,13 @@ import sys
 from typing import Any
 
 from mtl_jax.weighting._aggregate import aggregate, default_task_names
+from mtl_jax.weighting._aligned_mtl import AlignedMTLState, aligned_mtl
 from mtl_jax.weighting._base import GRAMIAN, JACOBIAN, KINDS, LOSS, Weighting
 from mtl_jax.weighting._cagrad import CAGradState, cagrad
+from mtl_jax.weighting._config import ConFIGState, config
 from mtl_jax.weighting._db_mtl import DBMTLState, db_mtl
+from mtl_jax.weighting._dual_cone import DualConeResult, project_onto_dual_cone
+from mtl_jax.weighting._dualproj import DualProjState, dualproj
 from mtl_jax.weighting._dwa import DWAState, dwa
 from mtl_jax.weighting._equal import EqualState, equal
 from mtl_jax.weighting._excess_mtl import ExcessMTLState, excess_mtl
@@ -27,6 +31,7 @@ from mtl_jax.weighting._gradvac import GradVacState, gradvac
 from mtl_jax.weighting._imtl import IMTLState, imtl
 from mtl_jax.weighting._imtl_g import IMTLGState, imtl_g
 from mtl_jax.weighting._imtl_l import IMTLLState, imtl_l
+from mtl_jax.weighting._krum import KrumState, krum
 from mtl_jax.weighting._mgda import MGDAState, mgda
 from mtl_jax.weighting._min_norm import MinNormResult, min_norm_simplex
 from mtl_jax.weighting._moco import MoCoState, moco
@@ -37,11 +42,15 @@ from mtl_jax.weighting._scale_invariant import ScaleInvariantState, scale_invari
 from mtl_jax.weighting._stch import STCHState, stch
 from mtl_jax.weighting._trimmed_mean import TrimmedMeanState, trimmed_mean
 from mtl_jax.weighting._uncertainty import UncertaintyState, uncertainty
+from mtl_jax.weighting._upgrad import UPGradState, upgrad
 
 # Every method factory, by the name used in configs.
 METHODS = (
+    "aligned_mtl",
     "cagrad",
+    "config",
     "db_mtl",
+    "dualproj",
     "dwa",
     "equal",
     "excess_mtl",
@@ -55,6 +64,7 @@ METHODS = (
     "imtl",
     "imtl_g",
     "imtl_l",
+    "krum",
     "mgda",
     "moco",
     "nash_mtl",
@@ -64,6 +74,7 @@ METHODS = (
     "stch",
     "trimmed_mean",
     "uncertainty",
+    "upgrad",
 )
 
 __all__ = [
@@ -72,9 +83,13 @@ __all__ = [
     "KINDS",
     "LOSS",
     "METHODS",
+    "AlignedMTLState",
     "CAGradState",
+    "ConFIGState",
     "DBMTLState",
     "DWAState",
+    "DualConeResult",
+    "DualProjState",
     "EqualState",
     "ExcessMTLState",
     "FAMOState",
@@ -87,6 +102,7 @@ __all__ = [
     "IMTLGState",
     "IMTLLState",
     "IMTLState",
+    "KrumState",
     "MGDAState",
     "MinNormResult",
     "MoCoState",
@@ -96,13 +112,17 @@ __all__ = [
     "STCHState",
     "ScaleInvariantState",
     "TrimmedMeanState",
+    "UPGradState",
     "UncertaintyState",
     "Weighting",
     "aggregate",
+    "aligned_mtl",
     "cagrad",
+    "config",
     "create",
     "db_mtl",
     "default_task_names",
+    "dualproj",
     "dwa",
     "equal",
     "excess_mtl",
@@ -116,16 +136,19 @@ __all__ = [
     "imtl",
     "imtl_g",
     "imtl_l",
+    "krum",
     "mgda",
     "min_norm_simplex",
     "moco",
     "nash_mtl",
     "pcgrad",
+    "project_onto_dual_cone",
     "rlw",
     "scale_invariant",
     "stch",
     "trimmed_mean",
     "uncertainty",
+    "upgrad",
 ]
 
 
