@@ -80,36 +80,3 @@ def test_needs_losses_and_rejects_bad_options():
     for options in ({"beta": 1.5}, {"beta": -0.1}, {"beta_sigma": -1.0}, {"eps": float("nan")}):
         with pytest.raises(ValueError, match="db_mtl: .* must be a"):
             db_mtl(**options)
-
-
-def test_jits_once_and_keeps_state_structure():
-    method = db_mtl()
-    jac = jnp.asarray(jacobian_bank()["random4"])
-    update = jax.jit(method.update, donate_argnums=1)  # the trainer donates the state
-    state = _init(method, jac)
-    _, new_state, _ = update(jnp.ones(4), state, jac)
-    _, new_state, _ = update(jnp.ones(4) * 2, new_state, jac * 2)
-    assert update._cache_size() == 1
-    assert jax.tree.structure(new_state) == jax.tree.structure(state)
-    for a, b in zip(jax.tree.leaves(new_state), jax.tree.leaves(state), strict=True):
-        assert a.shape == b.shape and a.dtype == b.dtype
-
-
-def test_pytree_rows_match_the_flat_matrix():
-    rng = np.random.default_rng(4)
-    rows = {
-        "a": jnp.asarray(rng.normal(size=(3, 2, 3)), jnp.float32),
-        "b": jnp.asarray(rng.normal(size=(3, 4)), jnp.float32),
-    }
-    flat = jnp.concatenate([rows["a"].reshape(3, -1), rows["b"]], axis=1)
-    losses = jnp.asarray([0.5, 1.0, 2.0])
-    method = db_mtl()
-    names = weighting.default_task_names(3)
-    tree_state = method.init(names, jax.eval_shape(lambda r: jax.tree.map(lambda x: x[0], r), rows))
-    flat_state = method.init(names, jax.ShapeDtypeStruct((10,), jnp.float32))
-    update = jax.jit(method.update)
-    for step in range(3):
-        tree_dir, tree_state, _ = update(losses + step, tree_state, rows)
-        flat_dir, flat_state, _ = update(losses + step, flat_state, flat)
-        joined = jnp.concatenate([tree_dir["a"].reshape(-1), tree_dir["b"]])
-        np.testing.assert_allclose(joined, flat_dir, rtol=1e-5)

@@ -98,37 +98,3 @@ def test_zero_first_gradient_is_finite():
 def test_rejects_bad_step_size(step_size):
     with pytest.raises(ValueError, match="robust_step_size must be a finite number > 0"):
         excess_mtl(robust_step_size=step_size)
-
-
-def test_jits_once_and_keeps_state_structure():
-    method = excess_mtl()
-    jac = jnp.asarray(jacobian_bank()["random4"])
-    update = jax.jit(method.update, donate_argnums=1)  # the trainer donates the state
-    state = _init(method, jac)
-    _, new_state, _ = update(None, state, jac)
-    _, new_state, _ = update(None, new_state, jac * 2)
-    assert update._cache_size() == 1
-    assert jax.tree.structure(new_state) == jax.tree.structure(state)
-    for a, b in zip(jax.tree.leaves(new_state), jax.tree.leaves(state), strict=True):
-        assert a.shape == b.shape and a.dtype == b.dtype
-
-
-def test_pytree_rows_match_the_flat_matrix():
-    rng = np.random.default_rng(4)
-    rows = {
-        "a": jnp.asarray(rng.normal(size=(3, 2, 3)), jnp.float32),
-        "b": jnp.asarray(rng.normal(size=(3, 4)), jnp.float32),
-    }
-    flat = jnp.concatenate([rows["a"].reshape(3, -1), rows["b"]], axis=1)
-    method = excess_mtl(robust_step_size=0.5)
-    names = weighting.default_task_names(3)
-    tree_state = method.init(names, jax.eval_shape(lambda r: jax.tree.map(lambda x: x[0], r), rows))
-    flat_state = method.init(names, jax.ShapeDtypeStruct((10,), jnp.float32))
-    update = jax.jit(method.update)
-    for step in range(3):
-        scale = jnp.asarray([1.0, 2.0, 0.5]) ** step
-        tree_rows = jax.tree.map(lambda x, s=scale: x * s.reshape(-1, *([1] * (x.ndim - 1))), rows)
-        tree_dir, tree_state, _ = update(None, tree_state, tree_rows)
-        flat_dir, flat_state, _ = update(None, flat_state, flat * scale[:, None])
-        joined = jnp.concatenate([tree_dir["a"].reshape(-1), tree_dir["b"]])
-        np.testing.assert_allclose(joined, flat_dir, rtol=1e-5)

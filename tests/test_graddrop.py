@@ -72,46 +72,6 @@ def test_key_in_state_drives_the_mask():
     assert not np.array_equal(first, other)
 
 
-@pytest.mark.parametrize("case", sorted(jacobian_bank()))
-def test_finite_on_bank(case):
-    jac = jnp.asarray(jacobian_bank()[case])
-    direction, weights, _ = jax.jit(lambda j: weighting.aggregate(graddrop(), j))(jac)
-    assert weights is None
-    assert direction.shape == jac.shape[1:] and np.all(np.isfinite(direction)), case
-
-
-def test_jits_once_and_keeps_state_structure():
-    method = graddrop()
-    jac = jnp.asarray(jacobian_bank()["random4"])
-    update = jax.jit(method.update, donate_argnums=1)  # the trainer donates the state
-    state = _init(method, jac)
-    _, new_state, _ = update(None, state, jac)
-    _, new_state, _ = update(None, new_state, jac * 2)
-    assert update._cache_size() == 1
-    assert jax.tree.structure(new_state) == jax.tree.structure(state)
-    for a, b in zip(jax.tree.leaves(new_state), jax.tree.leaves(state), strict=True):
-        assert a.shape == b.shape and a.dtype == b.dtype
-
-
-def test_pytree_rows_match_the_flat_matrix():
-    rng = np.random.default_rng(4)
-    rows = {
-        "a": jnp.asarray(rng.normal(size=(3, 2, 3)), jnp.float32),
-        "b": jnp.asarray(rng.normal(size=(3, 4)), jnp.float32),
-    }
-    flat = jnp.concatenate([rows["a"].reshape(3, -1), rows["b"]], axis=1)
-    method = graddrop(seed=5)
-    names = weighting.default_task_names(3)
-    tree_state = method.init(names, jax.eval_shape(lambda r: jax.tree.map(lambda x: x[0], r), rows))
-    flat_state = method.init(names, jax.ShapeDtypeStruct((10,), jnp.float32))
-    update = jax.jit(method.update)
-    for _ in range(3):
-        tree_dir, tree_state, _ = update(None, tree_state, rows)
-        flat_dir, flat_state, _ = update(None, flat_state, flat)
-        joined = jnp.concatenate([tree_dir["a"].reshape(-1), tree_dir["b"]])
-        np.testing.assert_allclose(joined, flat_dir, rtol=1e-6)
-
-
 @pytest.mark.parametrize(
     "options", [{"leak": -0.1}, {"leak": 1.5}, {"leak": "0"}, {"seed": 1.0}, {"seed": True}]
 )
