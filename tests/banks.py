@@ -25,3 +25,15 @@ def jacobian_bank(seed: int = 0) -> dict[str, np.ndarray]:
         bank[f"scaled_1e{exponent}"] = random * 10.0**exponent
     bank["mixed_scales"] = random * np.array([1e-8, 1.0, 1e4, 1e8])[:, None]
     return {name: value.astype(np.float32) for name, value in bank.items()}
+
+
+def loss_bank() -> dict[str, np.ndarray]:
+    """Named loss vectors [3] at the edges of float32: zero, tiny, huge, mixed."""
+    bank = {
+        "zeros": [0.0, 0.0, 0.0],
+        "tiny": [1e-10, 1e-10, 1e-10],
+        "huge": [1e10, 1e10, 1e10],
+        "mixed": [0.0, 1e-10, 1e10],
+        "spread": [1e-10, 1.0, 1e10],
+    }
+    return {name: np.asarray(value, np.float32) for name, value in bank.items()}

@@ -11,14 +11,6 @@ import pytest
 
 from mtl_jax import weighting
 
-EXTREME_LOSSES = {
-    "zeros": [0.0, 0.0, 0.0],
-    "tiny": [1e-10, 1e-10, 1e-10],
-    "huge": [1e10, 1e10, 1e10],
-    "mixed": [0.0, 1e-10, 1e10],
-    "spread": [1e-10, 1.0, 1e10],
-}
-
 
 def _run(method, loss_rows):
     """Weights of each step for the given [steps, T] losses, starting from `init`."""
@@ -68,16 +60,6 @@ def test_slower_task_gets_more_weight():
     rows = [[1.0, 1.0], [1.0, 0.5], [1.0, 0.25]]
     weights, _ = _run(weighting.dwa(steps_per_epoch=1), rows + [[1.0, 0.1]])
     assert weights[3, 0] > 1.0 > weights[3, 1]
-
-
-@pytest.mark.parametrize("case", sorted(EXTREME_LOSSES))
-def test_finite_on_extreme_losses(case):
-    rows = [EXTREME_LOSSES[case], EXTREME_LOSSES["spread"], EXTREME_LOSSES[case]]
-    weights, state = _run(weighting.dwa(steps_per_epoch=1), rows * 2)
-    # A ratio of 1e20 against 1 rightly saturates the softmax: weights T and exact 0.
-    assert np.all(np.isfinite(weights)) and np.all(weights >= 0), weights
-    np.testing.assert_allclose(weights.sum(axis=1), 3.0, rtol=1e-5)
-    assert all(np.all(np.isfinite(leaf)) for leaf in jax.tree.leaves(state))
 
 
 def test_zero_epoch_mean_ratio_is_one():

@@ -9,14 +9,6 @@ import pytest
 
 from mtl_jax import weighting
 
-EXTREME_LOSSES = {
-    "zeros": [0.0, 0.0, 0.0],
-    "tiny": [1e-10, 1e-10, 1e-10],
-    "huge": [1e10, 1e10, 1e10],
-    "mixed": [0.0, 1e-10, 1e10],
-    "spread": [1e-10, 1.0, 1e10],
-}
-
 
 def _draws(method, num_tasks, steps, state=None):
     update = jax.jit(method.update)
@@ -61,14 +53,6 @@ def test_weights_are_softmax_of_standard_normal():
     np.testing.assert_allclose(np.mean(np.asarray(weights), axis=0), 1 / 3, atol=0.02)
     log_ratio = np.log(np.asarray(weights[:, 0])) - np.log(np.asarray(weights[:, 1]))
     np.testing.assert_allclose(np.var(log_ratio), 2.0, rtol=0.1)
-
-
-@pytest.mark.parametrize("case", sorted(EXTREME_LOSSES))
-def test_finite_on_extreme_losses(case):
-    losses = jnp.asarray(EXTREME_LOSSES[case], jnp.float32)
-    method = weighting.rlw()
-    weights, _, _ = jax.jit(method.update)(losses, method.init(weighting.default_task_names(3)))
-    assert np.all(np.isfinite(weights)) and np.all(weights > 0), weights
 
 
 @pytest.mark.parametrize("seed", [1.5, "0", True, None])

@@ -9,14 +9,6 @@ import pytest
 
 from mtl_jax import weighting
 
-EXTREME_LOSSES = {
-    "zeros": [0.0, 0.0, 0.0],
-    "tiny": [1e-10, 1e-10, 1e-10],
-    "huge": [1e10, 1e10, 1e10],
-    "mixed": [0.0, 1e-10, 1e10],
-    "spread": [1e-10, 1.0, 1e10],
-}
-
 
 def _run(method, loss_rows):
     update = jax.jit(method.update)
@@ -66,15 +58,6 @@ def test_small_mu_weights_the_worst_task():
     losses = jnp.asarray([0.5, 1.3, 1.1])  # task 1 is furthest above its nadir
     weights, _, _ = method.update(losses, state)
     np.testing.assert_allclose(weights * losses / 3, [0.0, 1.0, 0.0], atol=1e-6)
-
-
-@pytest.mark.parametrize("case", sorted(EXTREME_LOSSES))
-def test_finite_on_extreme_losses(case):
-    # Recorded on the extreme losses, then used on them and on an ordinary spread.
-    rows = [EXTREME_LOSSES[case]] * 2 + [EXTREME_LOSSES["spread"], EXTREME_LOSSES[case]]
-    weights, state = _run(weighting.stch(steps_per_epoch=1, warmup_epochs=0), rows)
-    assert np.all(np.isfinite(weights)) and np.all(weights >= 0), weights
-    assert all(np.all(np.isfinite(leaf)) for leaf in jax.tree.leaves(state))
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from mtl_jax import weighting
-from tests.banks import jacobian_bank
+from tests.banks import jacobian_bank, loss_bank
 
 # Options a method cannot run without (the rest use their defaults).
 REQUIRED_OPTIONS = {
@@ -134,3 +134,20 @@ def test_jacobian_method_on_pytree_rows_matches_the_flat_matrix(name):
         flat_dir, flat_state, _ = update(losses, flat_state, flat)
         joined = jnp.concatenate([tree_dir["a"].reshape(-1), tree_dir["b"]])
         np.testing.assert_allclose(joined, flat_dir, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", weighting.METHODS)
+@pytest.mark.parametrize("case", sorted(loss_bank()))
+def test_finite_on_extreme_losses(name, case):
+    """Zero, tiny and huge losses over several steps (state that averages them included)."""
+    method = build(name)
+    jac = jnp.asarray(jacobian_bank()["random4"][:3])
+    state = method.init_for(
+        weighting.default_task_names(3), jax.ShapeDtypeStruct((30,), jnp.float32)
+    )
+    step = jax.jit(lambda losses, s: weighting.aggregate(method, jac, losses=losses, state=s))
+    rows = [loss_bank()[case], loss_bank()["spread"], loss_bank()[case], loss_bank()[case]]
+    for losses in rows:
+        direction, weights, state = step(jnp.asarray(losses), state)
+        assert weights is None or np.all(np.isfinite(weights)), (case, weights)
+        assert np.all(np.isfinite(direction)), case
