@@ -97,7 +97,9 @@ def max_pool_with_indices(x: jax.Array) -> tuple[jax.Array, jax.Array]:
         raise ValueError(f"max_pool_with_indices needs even height and width, got {x.shape}")
     windows = _windows(x)
     indices = jnp.argmax(windows, axis=-1)
-    pooled = jnp.take_along_axis(windows, indices[..., None], axis=-1)[..., 0]
+    # A one-hot product rather than a gather: the same values, and its gradient is a
+    # product too, where a gather's is a scatter (slower to compile and to run on CPU).
+    pooled = jnp.sum(windows * jax.nn.one_hot(indices, 4, dtype=x.dtype), axis=-1)
     return pooled, indices
 
 
