@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import inspect
 import json
 import os
 import signal
@@ -38,7 +37,7 @@ from mtl_jax import workdir as wd
 from mtl_jax.checkpointing import Checkpointer
 from mtl_jax.config import ConfigError
 from mtl_jax.jacobian import STRATEGIES
-from mtl_jax.models import TRUNKS, MultiTaskModel, build_model
+from mtl_jax.models import ARCHITECTURES, TRUNKS, MultiTaskModel, build_model
 from mtl_jax.tasks import Task
 from mtl_jax.train import HEAD_GRADS, TrainState, create_train_state, evaluate, make_eval_step
 
@@ -138,18 +137,23 @@ def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransform
 
 
 def _build_model(config: ml_collections.ConfigDict, tasks: Mapping[str, Task]) -> MultiTaskModel:
-    kwargs = {
-        "head_hidden": config.model.head_hidden,
-        "dense_head_hidden": config.model.dense_head_hidden,
-    }
-    if "dtype" in inspect.signature(build_model).parameters:
-        kwargs["dtype"] = COMPUTE_DTYPES[config.dtype]
-    elif config.dtype != "float32":
-        raise ConfigError(
-            f"config key 'dtype': {config.dtype!r} needs mtl_jax.models.build_model(dtype=...), "
-            "which this version does not have; only 'float32' is available"
+    model = config.model
+    _choice(model.trunk, TRUNKS, "model.trunk")
+    _choice(model.architecture, ARCHITECTURES, "model.architecture")
+    try:
+        return build_model(
+            model.trunk,
+            tasks,
+            architecture=model.architecture,
+            head_hidden=model.head_hidden,
+            dense_head_hidden=model.dense_head_hidden,
+            dtype=COMPUTE_DTYPES[config.dtype],
+            width_multiplier=model.width_multiplier,
+            num_experts=model.num_experts,
+            aspp_dropout=model.aspp_dropout,
         )
-    return build_model(config.model.trunk, tasks, **kwargs)
+    except ValueError as error:
+        raise ConfigError(f"config key 'model': {error}") from error
 
 
 def build_experiment(config: ml_collections.ConfigDict) -> Experiment:
@@ -175,7 +179,6 @@ def build_experiment(config: ml_collections.ConfigDict) -> Experiment:
             f"requested {sorted(requested)}, available {sorted(available)}"
         )
     tasks = {name: available[name] for name in sorted(requested)}
-    _choice(config.model.trunk, TRUNKS, "model.trunk")
     _choice(config.dtype, COMPUTE_DTYPES, "dtype")
     _choice(config.weighting.head_grads, HEAD_GRADS, "weighting.head_grads")
     _choice(config.weighting.jacobian_strategy, STRATEGIES, "weighting.jacobian_strategy")
@@ -256,8 +259,7 @@ def check_data(
         )
     except Exception as error:
         raise ValueError(
-            f"model {type(exp.model.trunk).__name__} cannot take images of shape {image_shape}: "
-            f"{type(error).__name__}: {error}"
+            f"the model cannot take images of shape {image_shape}: {type(error).__name__}: {error}"
         ) from error
     for name, task in exp.tasks.items():
         if tuple(preds[name].shape[1:]) != tuple(task.output_shape):

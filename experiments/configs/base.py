@@ -20,8 +20,12 @@ def get_config() -> ml_collections.ConfigDict:
 
     config.model = ml_collections.ConfigDict()
     config.model.trunk = "lenet"
+    config.model.architecture = "hps"  # hps | mtan | cross_stitch | mmoe
     config.model.head_hidden = (50,)  # MLP head hidden widths (vector tasks)
     config.model.dense_head_hidden = 64  # dense head hidden width (per-pixel tasks)
+    config.model.width_multiplier = 1.0  # segnet / resnet / celeba_cnn widths
+    config.model.num_experts = 3  # mmoe
+    config.model.aspp_dropout = 0.5  # DeepLab heads on ResNet trunks
 
     config.weighting = ml_collections.ConfigDict()
     config.weighting.name = "equal"
