@@ -27,10 +27,10 @@ releases a multiplier that would turn negative. It terminates after finitely man
 in our measurements fewer than 2T — and each iterate solves its subproblem exactly, so the
 KKT residual reaches float32 round-off rather than an iterative method's tolerance. The
 inverse of `G_PP` is kept up to date by rank-one (bordering / Schur) updates, O(T²) per
-step, with one step of iterative refinement per solve and one fresh factorisation at the
-end. When nothing conflicts (`Gu ≥ 0`), `μ = 0` is optimal and no step runs at all.
-Everything is `jit`-compiled (`lax.while_loop`), and projections sharing a Gramian are
-solved together (`vmap`).
+step, with one step of iterative refinement per solve and a few more at the end. When
+nothing conflicts (`Gu ≥ 0`), `μ = 0` is optimal and no step runs at all. Everything is
+`jit`-compiled (`lax.while_loop`), and projections sharing a Gramian are solved together
+(`vmap`).
 """
 
 from __future__ import annotations
@@ -213,9 +213,11 @@ def _lawson_hanson(gram, u, tol, max_iters):
     # Polish: refinement steps on the final passive set remove what the rank-one updates
     # drifted; the result is the exact minimiser when `P` is the optimal support.
     rhs = jnp.where(passive, -b, 0.0)
+    polished = mu
     for _ in range(_POLISH_STEPS):
-        mu = mu + inverse @ (rhs - _masked_matvec(gram, mu, passive))
-    mu = jnp.where(passive, jnp.maximum(mu, 0.0), 0.0)
+        polished = polished + inverse @ (rhs - _masked_matvec(gram, polished, passive))
+    polished = jnp.where(passive, jnp.maximum(polished, 0.0), 0.0)
+    mu = jnp.where(jnp.all(jnp.isfinite(polished)), polished, mu)
     residual = jnp.max(jnp.abs(jnp.minimum(mu, gradient(mu)))) / unit
     return mu, iterations, residual
 
