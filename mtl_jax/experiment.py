@@ -362,20 +362,61 @@ def train_and_evaluate(
         return _train_and_evaluate(config, Path(workdir), stop, progress, overwrite)
 
 
-def _train_and_evaluate(
-    config: ml_collections.ConfigDict,
-    workdir: Path,
-    stop: _StopFlag,
-    progress: bool,
-    overwrite: bool,
-) -> dict[str, Any]:
-    start = time.perf_counter()
-    exp = build_experiment(config)
-    status = wd.inspect_workdir(workdir, config, overwrite=overwrite)
-    if status == wd.FINISHED:
-        _note(f"workdir {str(workdir)!r} holds this run, finished; nothing to do")
-        return json.loads((workdir / wd.RESULTS_FILE).read_text())
-    names = exp.task_names
+@dataclasses.dataclass
+class _Run:
+    """One training run in a workdir: everything validated, nothing compiled yet."""
+
+    config: ml_collections.ConfigDict
+    workdir: Path
+    exp: Experiment
+    builder: Any
+    splits: dict[str, dict[str, np.ndarray]]
+    image_shape: tuple[int, ...]
+    mesh: jax.sharding.Mesh
+
+    @property
+    def writer(self) -> bool:
+        """Only process 0 writes the workdir's files (orbax coordinates checkpoints)."""
+        return jax.process_index() == 0
+
+    @property
+    def step_options(self) -> dict[str, Any]:
+        w = self.config.weighting
+        return {
+            "rep_grad": w.rep_grad,
+            "head_grads": w.head_grads,
+            "jacobian_strategy": w.jacobian_strategy,
+            "jacobian_chunk_size": w.jacobian_chunk_size or None,
+        }
+
+    def init_state(self, image: jax.Array) -> TrainState:
+        return create_train_state(
+            self.exp.model,
+            self.exp.tx,
+            self.exp.weighting,
+            image,
+            seed=self.config.seed,
+            rep_grad=self.config.weighting.rep_grad,
+        )
+
+    def evaluate(self, eval_step, state: TrainState) -> dict[str, float]:
+        """Test-split metrics of `state`, batches split over the mesh."""
+        batches = data.eval_batches(
+            self.splits["test"], self.exp.task_names, batch_size=self.config.eval_batch_size
+        )
+        return evaluate(
+            eval_step,
+            state.params,
+            state.batch_stats,
+            (parallel.shard_batch(b, self.mesh) for b in batches),
+            self.exp.tasks,
+        )
+
+
+def _prepare(
+    config: ml_collections.ConfigDict, exp: Experiment, workdir: Path, status: str
+) -> _Run:
+    """Loads and checks the data and the device mesh (no compilation)."""
     builder = data.prepare(
         exp.spec,
         config=config.dataset.config,
@@ -391,37 +432,35 @@ def _train_and_evaluate(
                 f"config key {key!r} is {config[key]}, not divisible by the {devices} devices "
                 "it is split over"
             )
-    train_iter = data.train_batches(
-        splits["train"], names, batch_size=config.batch_size, seed=config.seed
-    )
-
-    writer = jax.process_index() == 0
-    if writer and status == wd.NEW:
+    if jax.process_index() == 0 and status == wd.NEW:
         wd.start_workdir(workdir, config)
     if jax.process_count() > 1:
         multihost_utils.sync_global_devices("mtl_jax workdir ready")
+    return _Run(config, workdir, exp, builder, splits, image_shape, mesh)
 
-    step_options = {
-        "rep_grad": config.weighting.rep_grad,
-        "head_grads": config.weighting.head_grads,
-        "jacobian_strategy": config.weighting.jacobian_strategy,
-        "jacobian_chunk_size": config.weighting.jacobian_chunk_size or None,
-    }
 
-    def init(image):
-        return create_train_state(
-            exp.model,
-            exp.tx,
-            exp.weighting,
-            image,
-            seed=config.seed,
-            rep_grad=step_options["rep_grad"],
-        )
-
-    example = jax.ShapeDtypeStruct((config.batch_size, *image_shape), jnp.float32)
-    abstract = jax.eval_shape(init, example)
+def _train_and_evaluate(
+    config: ml_collections.ConfigDict,
+    workdir: Path,
+    stop: _StopFlag,
+    progress: bool,
+    overwrite: bool,
+) -> dict[str, Any]:
+    start = time.perf_counter()
+    exp = build_experiment(config)  # config errors first, before the workdir is looked at
+    status = wd.inspect_workdir(workdir, config, overwrite=overwrite)
+    if status == wd.FINISHED:
+        _note(f"workdir {str(workdir)!r} holds this run, finished; nothing to do")
+        return json.loads((workdir / wd.RESULTS_FILE).read_text())
+    run = _prepare(config, exp, workdir, status)
+    names = run.exp.task_names
+    train_iter = data.train_batches(
+        run.splits["train"], names, batch_size=config.batch_size, seed=config.seed
+    )
+    example = jax.ShapeDtypeStruct((config.batch_size, *run.image_shape), jnp.float32)
+    abstract = jax.eval_shape(run.init_state, example)
     shardings = parallel.state_shardings(
-        abstract, mesh, min_size=config.parallel.shard_params_min_size
+        abstract, run.mesh, min_size=config.parallel.shard_params_min_size
     )
     abstract = jax.tree.map(
         lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings
@@ -429,71 +468,60 @@ def _train_and_evaluate(
     checkpointer = Checkpointer(workdir / wd.CHECKPOINT_DIR, max_to_keep=config.keep_checkpoints)
     metrics_path = workdir / wd.METRICS_FILE
     try:
+        # Restore (the state, the data position, the skip count) or start from step 0.
         latest = checkpointer.latest_step()
         skips = 0
         if latest is None:
             if status == wd.RESUME:
                 _note(f"no complete checkpoint in {str(checkpointer.directory)!r}: from step 0")
-            state = jax.jit(init, out_shardings=shardings)(np.zeros(example.shape, example.dtype))
-            first = 1
+            state = jax.jit(run.init_state, out_shardings=shardings)(
+                np.zeros(example.shape, example.dtype)
+            )
         else:
             state, meta = checkpointer.restore(latest, abstract)
             train_iter.set_state(meta["data_iterator"])
             skips = meta["non_finite_skips"]
-            first = latest + 1
             _note(f"resuming from {str(checkpointer.step_directory(latest))!r}")
+        first = (latest or 0) + 1
+        # Records past the checkpoint are written again, identically, by this run.
         kept = [r for r in wd.read_metrics(metrics_path) if r["step"] < first]
-        if writer:
+        if run.writer:
             wd.write_metrics(metrics_path, kept)
         evals = [{"step": r["step"], "metrics": r["eval"]} for r in kept if "eval" in r]
 
         train_step = parallel.make_parallel_train_step(
-            exp.model,
-            exp.tasks,
-            exp.tx,
-            exp.weighting,
-            mesh=mesh,
+            run.exp.model,
+            run.exp.tasks,
+            run.exp.tx,
+            run.exp.weighting,
+            mesh=run.mesh,
             state_sharding=shardings,
-            **step_options,
+            **run.step_options,
         )
-        eval_step = make_eval_step(exp.model, exp.tasks)
-
-        def run_eval(state: TrainState) -> dict[str, float]:
-            batches = data.eval_batches(splits["test"], names, batch_size=config.eval_batch_size)
-            return evaluate(
-                eval_step,
-                state.params,
-                state.batch_stats,
-                (parallel.shard_batch(b, mesh) for b in batches),
-                exp.tasks,
-            )
+        eval_step = make_eval_step(run.exp.model, run.exp.tasks)
 
         def save(step: int, state: TrainState) -> None:
-            checkpointer.save(
-                step,
-                state,
-                {"data_iterator": train_iter.get_state(), "non_finite_skips": skips},
-            )
+            meta = {"data_iterator": train_iter.get_state(), "non_finite_skips": skips}
+            checkpointer.save(step, state, meta)
 
         train_start = time.perf_counter()
         with (
-            open(metrics_path, "a") if writer else contextlib.nullcontext() as log,
+            open(metrics_path, "a") if run.writer else contextlib.nullcontext() as log,
             tqdm(
                 total=config.num_steps,
                 initial=first - 1,
-                disable=not progress or not writer,
+                disable=not progress or not run.writer,
                 desc="train",
             ) as bar,
         ):
 
             def write(record: dict) -> None:
-                if writer:
+                if run.writer:
                     log.write(json.dumps(record) + "\n")
                     log.flush()
 
             for step in range(first, config.num_steps + 1):
-                batch = parallel.shard_batch(next(train_iter), mesh)
-                state, metrics = train_step(state, batch)
+                state, metrics = train_step(state, parallel.shard_batch(next(train_iter), run.mesh))
                 per_task, shared = jax.device_get(
                     (metrics.pop(parallel.FINITE_TASKS), metrics.pop(parallel.FINITE_SHARED))
                 )
@@ -507,36 +535,24 @@ def _train_and_evaluate(
                     write(record)
                     bar.set_postfix({n: f"{v:.3f}" for n, v in record["loss"].items()})
                 bar.update(1)
-                if not finite:
-                    skips += 1
+                skips = 0 if finite else skips + 1
+                if skips:
                     message = _non_finite_message(step, names, per_task)
                     if skips > config.max_non_finite_skips:
-                        last = checkpointer.latest_step()
-                        kept_at = (
-                            f"; the last checkpoint, {str(checkpointer.step_directory(last))!r}, "
-                            "is kept"
-                            if last is not None
-                            else ""
-                        )
-                        raise NonFiniteError(f"{message}{kept_at}")
+                        raise NonFiniteError(message + _kept(checkpointer))
                     _note(f"{message}: step skipped ({skips} in a row)")
-                else:
-                    skips = 0
                 every = config.eval_every_steps
                 if every and step % every == 0 and step != config.num_steps:
-                    metrics_now = run_eval(state)
-                    evals.append({"step": step, "metrics": metrics_now})
-                    write({"step": step, "eval": metrics_now})
+                    evals.append({"step": step, "metrics": run.evaluate(eval_step, state)})
+                    write({"step": step, "eval": evals[-1]["metrics"]})
                 due = config.checkpoint_every_steps and step % config.checkpoint_every_steps == 0
                 if due or step == config.num_steps or stop.set:
                     save(step, state)
                 if stop.set:
                     raise Preempted(step, str(checkpointer.step_directory(step)))
-            if checkpointer.latest_step() != config.num_steps:
-                save(config.num_steps, state)
             jax.block_until_ready(state)
             train_wall_s = time.perf_counter() - train_start
-            final = run_eval(state)
+            final = run.evaluate(eval_step, state)
             if not evals or evals[-1]["step"] != config.num_steps:
                 evals.append({"step": config.num_steps, "metrics": final})
                 write({"step": config.num_steps, "eval": final})
@@ -545,18 +561,25 @@ def _train_and_evaluate(
 
     results = {
         "config": config.to_dict(),
-        "dataset": {"name": builder.name, "config": builder.builder_config.name},
+        "dataset": {"name": run.builder.name, "config": run.builder.builder_config.name},
         "final": final,
         "evals": evals,
         "steps": config.num_steps,
-        "devices": devices,
+        "devices": run.mesh.shape[parallel.DATA_AXIS],
         "processes": jax.process_count(),
         "resumed_from": latest,
         "train_wall_s": train_wall_s,
         "wall_s": time.perf_counter() - start,
     }
-    if writer:
+    if run.writer:
         variables = jax.device_get({"params": state.params, "batch_stats": state.batch_stats})
         wd.atomic_write(workdir / wd.PARAMS_FILE, flax.serialization.to_bytes(variables))
         wd.atomic_write(workdir / wd.RESULTS_FILE, json.dumps(results, indent=2).encode())
     return results
+
+
+def _kept(checkpointer: Checkpointer) -> str:
+    last = checkpointer.latest_step()
+    if last is None:
+        return ""
+    return f"; the last checkpoint, {str(checkpointer.step_directory(last))!r}, is kept"
