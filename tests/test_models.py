@@ -11,7 +11,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import linen as nn
 
+from mtl_jax import jacobian
 from mtl_jax.losses import masked_mean
 from mtl_jax.models import ARCHITECTURES, TRUNKS, MultiTaskModel, build_model, layers
 from mtl_jax.tasks import BinaryLabels, Boundary, Classification, Depth, Segmentation
@@ -137,7 +139,8 @@ def test_lenet_matches_w1():
     """W1: shared 21,330 parameters, 3,060 per head, 27,450 in total."""
     tasks = {"L": Classification("L"), "R": Classification("R")}
     model = build_model("lenet", tasks, head_hidden=(50,))
-    params = model.init(jax.random.PRNGKey(0), jnp.zeros((2, 28, 28, 1)))["params"]
+    image = jax.ShapeDtypeStruct((2, 28, 28, 1), jnp.float32)
+    params = jax.eval_shape(model.init, jax.random.PRNGKey(0), image)["params"]
     assert count(params["shared"]) == 21_330
     assert {name: count(p) for name, p in params["tasks"].items()} == {"L": 3_060, "R": 3_060}
     assert count(params) == 27_450
@@ -145,19 +148,19 @@ def test_lenet_matches_w1():
 
 def test_small_resnet_matches_w2_and_w3():
     """W2: shared 307,360; heads 73,792 + 845 / 65 / 195. W3: heads 129 each."""
-    image = jnp.zeros((2, 64, 64, 3))
+    image = jax.ShapeDtypeStruct((2, 64, 64, 3), jnp.float32)
     dense = {
         "segmentation": Boundary("segmentation", 64, 64),
         "depth": Boundary("depth", 64, 64),
     }
     model = build_model("small_resnet", dense, dense_head_hidden=64)
-    variables = model.init(jax.random.PRNGKey(0), image)
+    variables = jax.eval_shape(model.init, jax.random.PRNGKey(0), image)
     assert count(variables["params"]["shared"]) == 307_360
     # A 1-channel dense head: 3×3×128×64 + 64 (conv) + 64 + 1 (1×1 conv) = 73,857.
     assert count(variables["params"]["tasks"]["depth"]) == 73_792 + 65
     assert variables["batch_stats"]["shared"], "BatchNorm statistics live under 'shared'"
     pooled = build_model("small_resnet_pooled", {"a": BinaryLabels("a", 1)}, head_hidden=())
-    params = pooled.init(jax.random.PRNGKey(0), image)["params"]
+    params = jax.eval_shape(pooled.init, jax.random.PRNGKey(0), image)["params"]
     assert count(params["shared"]) == 307_360
     assert count(params["tasks"]["a"]) == 129
 
@@ -182,8 +185,6 @@ def test_seed_cnn_meets_the_architecture_contract():
 
 
 def test_patch_conv_equals_native_convolution():
-    from flax import linen as nn
-
     from mtl_jax.models.trunks import PatchConv
 
     x = jax.random.normal(jax.random.PRNGKey(0), (3, 12, 10, 4))
@@ -386,6 +387,60 @@ def test_tied_modules_must_exist_and_not_clash():
     clash = MultiTaskModel(base.trunk, base.heads, tied=("Dense_0",))
     with pytest.raises(ValueError, match=r"clash with trunk parameter names"):
         jax.eval_shape(clash.init, jax.random.PRNGKey(0), image)
+
+
+class _TinyTrunk(nn.Module):
+    @nn.compact
+    def __call__(self, x, *, train: bool = True):
+        return nn.tanh(nn.Dense(6)(x.reshape(x.shape[0], -1)))
+
+
+class _TinyAttentionHead(nn.Module):
+    """An MTAN-like head: own mask, a tied block shared by all tasks, own output layer."""
+
+    num_outputs: int
+
+    @nn.compact
+    def __call__(self, rep, *, train: bool = True):
+        mask = nn.sigmoid(nn.Dense(6, name="attention")(rep))
+        hidden = nn.tanh(nn.Dense(5, name="shared_blocks")(mask * rep))
+        return nn.Dense(self.num_outputs, name="output")(hidden)
+
+
+def test_gradient_engine_covers_tied_weights():
+    """Per-task Jacobian rows include the tied weights and equal plain `jax.grad`."""
+    tasks = {"a": Classification("a", 3), "b": Classification("b", 4)}
+    heads = {name: _TinyAttentionHead(task.num_classes) for name, task in tasks.items()}
+    model = MultiTaskModel(_TinyTrunk(), heads, tied=("shared_blocks",))
+    rng = np.random.default_rng(0)
+    image = jnp.asarray(rng.normal(size=(8, 2, 2, 1)), jnp.float32)
+    batch = {
+        "image": image,
+        "targets": {
+            "a": jnp.asarray(rng.integers(0, 3, 8)),
+            "b": jnp.asarray(rng.integers(0, 4, 8)),
+        },
+    }
+    variables = model.init(jax.random.PRNGKey(0), image)
+    params, stats = variables["params"], variables["batch_stats"]
+    assert sorted(params["shared"]) == ["Dense_0", "shared_blocks"]
+    pullbacks = jacobian.forward_with_pullbacks(model, tasks, params, stats, batch)
+    rows = jacobian.shared_jacobian(pullbacks)
+    for index, name in enumerate(model.task_names):
+
+        def loss(p, name=name):
+            preds, _ = model.apply({"params": p, "batch_stats": stats}, image, train=True)
+            values, mask = tasks[name].loss(preds[name], batch["targets"][name], jnp.ones(8, bool))
+            return masked_mean(values, mask)
+
+        expected = jax.grad(loss)(params)
+        row = jax.tree.map(lambda leaf, i=index: leaf[i], rows)
+        jax.tree.map(
+            lambda got, want: np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7),
+            (row, pullbacks.head_grads[name]),
+            (expected["shared"], expected["tasks"][name]),
+        )
+        assert np.any(np.asarray(row["shared_blocks"]["kernel"]) != 0)
 
 
 # --- Layers -------------------------------------------------------------------------------

@@ -12,7 +12,13 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from mtl_jax.models.layers import Dtype, batch_norm, conv, resize_align_corners
+from mtl_jax.models.layers import (
+    Dtype,
+    batch_norm,
+    conv,
+    global_average_pool,
+    resize_align_corners,
+)
 
 
 class MLPHead(nn.Module):
@@ -34,7 +40,7 @@ class MLPHead(nn.Module):
     def __call__(self, rep, *, train: bool = True):
         del train
         if self.global_pool and rep.ndim == 4:
-            rep = jnp.mean(rep, axis=(1, 2))
+            rep = global_average_pool(rep)
         x = rep.reshape((rep.shape[0], -1))
         for width in self.hidden:
             x = nn.relu(nn.Dense(width, dtype=self.dtype)(x))
@@ -93,7 +99,7 @@ class ASPP(nn.Module):
             return nn.relu(batch_norm(train=train, dtype=self.dtype)(y))
 
         outs = [branch(x, 1)] + [branch(x, 3, rate) for rate in self.rates]
-        pooled = branch(jnp.mean(x, axis=(1, 2), keepdims=True), 1)
+        pooled = branch(global_average_pool(x, keepdims=True), 1)
         # Bilinear upsampling of a 1×1 map (align_corners=False) is a broadcast.
         outs.append(jnp.broadcast_to(pooled, (*x.shape[:3], self.features)))
         x = branch(jnp.concatenate(outs, axis=-1), 1)

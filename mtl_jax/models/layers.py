@@ -74,6 +74,11 @@ def max_pool_2x2(x: jax.Array) -> jax.Array:
     return x.reshape(batch, height // 2, 2, width // 2, 2, channels).max(axis=(2, 4))
 
 
+def global_average_pool(x: jax.Array, *, keepdims: bool = False) -> jax.Array:
+    """Mean over H and W of [B, H, W, C], accumulated in float32 and returned in x's dtype."""
+    return jnp.mean(x, axis=(1, 2), keepdims=keepdims, dtype=jnp.float32).astype(x.dtype)
+
+
 def _windows(x: jax.Array) -> jax.Array:
     """[B, H, W, C] -> [B, H/2, W/2, C, 4], window positions in row-major order."""
     batch, height, width, channels = x.shape

@@ -12,7 +12,13 @@ from collections.abc import Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from mtl_jax.models.layers import TORCH_DEFAULT, Dtype, batch_norm, max_pool_2x2
+from mtl_jax.models.layers import (
+    TORCH_DEFAULT,
+    Dtype,
+    batch_norm,
+    global_average_pool,
+    max_pool_2x2,
+)
 
 
 class PatchConv(nn.Module):
@@ -139,7 +145,7 @@ class SmallResNet(nn.Module):
         x = BasicBlock(32, 1, self.dtype)(x, train=train)
         x = BasicBlock(64, 2, self.dtype)(x, train=train)
         x = BasicBlock(128, 2, self.dtype)(x, train=train)
-        return jnp.mean(x, axis=(1, 2)) if self.global_pool else x
+        return global_average_pool(x) if self.global_pool else x
 
 
 class CelebACNN(nn.Module):
@@ -177,7 +183,7 @@ class CelebACNN(nn.Module):
             x = nn.relu(batch_norm(train=train, dtype=self.dtype)(x))
             if index in (0, 2, 4):  # pool after conv 1, conv 3 and conv 5
                 x = max_pool_2x2(x)
-        x = jnp.mean(x, axis=(1, 2))
+        x = global_average_pool(x)
         for _ in range(2):
             x = nn.Dense(self.hidden, use_bias=False, kernel_init=TORCH_DEFAULT, dtype=self.dtype)(
                 x
