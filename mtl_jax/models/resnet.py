@@ -86,31 +86,21 @@ class ResidualBlock(nn.Module):
 
     @nn.compact
     def __call__(self, x, *, train: bool):
-        def bn(y):
+        def conv_bn(y, features, kernel, *, stride=1, dilation=1):
+            y = _conv(features, kernel, stride=stride, dilation=dilation, dtype=self.dtype)(y)
             return batch_norm(train=train, dtype=self.dtype)(y)
 
-        out_width = self.planes * EXPANSION[self.kind]
+        planes, stride = self.planes, self.stride
+        out_width = planes * EXPANSION[self.kind]
         if self.kind == "basic":
-            out = nn.relu(
-                bn(
-                    _conv(
-                        self.planes, 3, stride=self.stride, dilation=self.dilation, dtype=self.dtype
-                    )(x)
-                )
-            )
-            out = bn(_conv(self.planes, 3, dilation=self.dilation2, dtype=self.dtype)(out))
+            out = nn.relu(conv_bn(x, planes, 3, stride=stride, dilation=self.dilation))
+            out = conv_bn(out, planes, 3, dilation=self.dilation2)
         else:
-            out = nn.relu(bn(_conv(self.planes, 1, dtype=self.dtype)(x)))
-            out = nn.relu(
-                bn(
-                    _conv(
-                        self.planes, 3, stride=self.stride, dilation=self.dilation, dtype=self.dtype
-                    )(out)
-                )
-            )
-            out = bn(_conv(out_width, 1, dtype=self.dtype)(out))
-        if self.stride != 1 or x.shape[-1] != out_width:
-            x = bn(_conv(out_width, 1, stride=self.stride, dtype=self.dtype)(x))
+            out = nn.relu(conv_bn(x, planes, 1))
+            out = nn.relu(conv_bn(out, planes, 3, stride=stride, dilation=self.dilation))
+            out = conv_bn(out, out_width, 1)
+        if stride != 1 or x.shape[-1] != out_width:
+            x = conv_bn(x, out_width, 1, stride=stride)
         return nn.relu(out + x)
 
 
