@@ -23,10 +23,16 @@ reference code and checked in tests/test_segnet.py:
 * SegNet-MTAN NYUv2 total 44,229,073 — 1.77× one single-task SegNet (24,981,069), the
   "#P." the MTAN paper's Table 3 lists for MTAN.
 
-Differences from the PyTorch code, none of which changes the function computed: outputs
-are logits (the reference returns log-softmax for segmentation and unit-normalised
-normals; here the task losses do both), and tied blocks keep per-task BatchNorm running
-statistics (see `mtl_jax.models.multitask`).
+Differences from the PyTorch code:
+
+* outputs are logits: the reference returns log-softmax for segmentation and unit-
+  normalised normals; here the task losses do both, so the losses are the same;
+* the tied blocks keep per-task BatchNorm running statistics (training is identical;
+  evaluation normalises each task's features with its own averages, see
+  `mtl_jax.models.multitask`);
+* ownership: Nash-MTL's and FAMO's `SegNetMtan.shared_parameters()` is everything but the
+  prediction layers, so their gradient methods see the attention modules as shared (each
+  adds only its own task's gradient, on the Gramian's diagonal); here they are task-owned.
 """
 
 from __future__ import annotations
