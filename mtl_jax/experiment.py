@@ -498,7 +498,11 @@ def _train_and_evaluate(
             state_sharding=shardings,
             **run.step_options,
         )
-        eval_step = make_eval_step(run.exp.model, run.exp.tasks)
+        # Statistics replicated, so that every process can read them.
+        eval_step = jax.jit(
+            make_eval_step(run.exp.model, run.exp.tasks),
+            out_shardings=parallel.replicated(run.mesh),
+        )
 
         def save(step: int, state: TrainState) -> None:
             meta = {"data_iterator": train_iter.get_state(), "non_finite_skips": skips}
@@ -571,8 +575,10 @@ def _train_and_evaluate(
         "train_wall_s": train_wall_s,
         "wall_s": time.perf_counter() - start,
     }
+    variables = jax.tree.map(
+        parallel.to_host, {"params": state.params, "batch_stats": state.batch_stats}
+    )
     if run.writer:
-        variables = jax.device_get({"params": state.params, "batch_stats": state.batch_stats})
         wd.atomic_write(workdir / wd.PARAMS_FILE, flax.serialization.to_bytes(variables))
         wd.atomic_write(workdir / wd.RESULTS_FILE, json.dumps(results, indent=2).encode())
     return results

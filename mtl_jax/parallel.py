@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from mtl_jax.models import MultiTaskModel
@@ -117,6 +118,14 @@ def shard_batch(batch: PyTree, mesh: Mesh) -> PyTree:
         return jax.make_array_from_process_local_data(sharding, x[start:stop], x.shape)
 
     return jax.tree.map(put, batch)
+
+
+def to_host(x: jax.Array) -> np.ndarray:
+    """The whole value of `x` on this host; a collective (every process must call it)
+    when `x` is split over devices of several processes."""
+    if x.is_fully_addressable or x.is_fully_replicated:
+        return np.asarray(jax.device_get(x))
+    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
 
 
 def _all_finite(tree: PyTree) -> jax.Array:

@@ -31,7 +31,7 @@ def compile_cache(tmp_path_factory) -> str:
     return str(path)
 
 
-def run_cli(
+def cli_command(
     workdir,
     *args: str,
     config: str = "test.py",
@@ -39,30 +39,46 @@ def run_cli(
     cache_dir: str | None = None,
     devices: int | None = None,
     hook: str = "",
-    timeout: float = 600,
-) -> subprocess.CompletedProcess:
-    """`python -m experiments.main --config CONFIG --workdir WORKDIR --no-progress ARGS`.
+    env: dict[str, str] | None = None,
+) -> tuple[list[str], dict[str, str]]:
+    """(argv, environment) of `python -m experiments.main --config CONFIG --workdir WORKDIR
+    --no-progress ARGS`.
 
     Args:
       hook: Python code run in the child before the CLI starts (to inject faults).
       devices: simulate this many CPU devices (XLA_FLAGS, set before JAX starts).
       cache_dir: persistent compilation cache shared by the children (speed only).
+      env: extra environment variables.
     """
-    env = dict(os.environ)
+    environ = dict(os.environ, **(env or {}))
     if data_dir:
-        env["MTL_JAX_DATA_DIR"] = data_dir
+        environ["MTL_JAX_DATA_DIR"] = data_dir
     if cache_dir:
-        env["JAX_COMPILATION_CACHE_DIR"] = cache_dir
-        env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+        environ["JAX_COMPILATION_CACHE_DIR"] = cache_dir
+        environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
     if devices:
-        env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+        environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+    argv = [
+        sys.executable, "-c", _CHILD.format(hook=hook),
+        "--config", str(CONFIGS / config), "--workdir", str(workdir), "--no-progress", *args,
+    ]  # fmt: skip
+    return argv, environ
+
+
+def run_cli(workdir, *args: str, timeout: float = 600, **options) -> subprocess.CompletedProcess:
+    """Runs the CLI to completion (see `cli_command` for the options)."""
+    argv, environ = cli_command(workdir, *args, **options)
     return subprocess.run(
-        [
-            sys.executable, "-c", _CHILD.format(hook=hook),
-            "--config", str(CONFIGS / config), "--workdir", str(workdir), "--no-progress", *args,
-        ],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout,
-    )  # fmt: skip
+        argv, cwd=ROOT, env=environ, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def start_cli(workdir, *args: str, **options) -> subprocess.Popen:
+    """Starts the CLI without waiting (see `cli_command` for the options)."""
+    argv, environ = cli_command(workdir, *args, **options)
+    return subprocess.Popen(
+        argv, cwd=ROOT, env=environ, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
 
 
 def metrics_records(workdir: Path) -> list[dict]:

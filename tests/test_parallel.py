@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 
@@ -16,7 +17,7 @@ import pytest
 
 from mtl_jax import parallel, weighting
 from mtl_jax.distributed import distributed_environment
-from tests.cli import ROOT, metrics_records, run_cli
+from tests.cli import ROOT, metrics_records, run_cli, start_cli
 
 DEVICES = 8
 # `equal`, `mgda` and another Gramian method.
@@ -160,6 +161,41 @@ def test_sharding_rules_on_8_devices(eight_device_report):
 def test_make_mesh_names_the_key_when_too_many_devices():
     with pytest.raises(ValueError, match=r"'parallel.num_devices' is 99, but 1 device"):
         parallel.make_mesh(99)
+
+
+@pytest.mark.slow
+def test_two_processes_of_four_devices(tmp_path, tiny_multi_mnist, data_dir):
+    """Multi-host on one machine: 2 processes × 4 CPU devices (gloo collectives), each
+    feeding its half of every global batch, against 1 process × 8 devices."""
+    args = ("--config.num_steps=6", "--config.weighting.name=mgda")
+    single = run_cli(tmp_path / "single", *args, data_dir=data_dir, devices=DEVICES)
+    assert single.returncode == 0, single.stderr[-3000:]
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        port = s.getsockname()[1]
+    processes = [
+        start_cli(
+            tmp_path / "multi",
+            *args,
+            data_dir=data_dir,
+            devices=DEVICES // 2,
+            env={
+                "JAX_COORDINATOR_ADDRESS": f"localhost:{port}",
+                "JAX_NUM_PROCESSES": "2",
+                "JAX_PROCESS_ID": str(i),
+            },
+        )  # fmt: skip
+        for i in range(2)
+    ]
+    for p in processes:
+        _, err = p.communicate(timeout=600)
+        assert p.returncode == 0, err[-3000:]
+    results = json.loads((tmp_path / "multi" / "results.json").read_text())
+    assert results["processes"] == 2 and results["devices"] == DEVICES
+    one = [list(r["loss"].values()) for r in metrics_records(tmp_path / "single") if "loss" in r]
+    two = [list(r["loss"].values()) for r in metrics_records(tmp_path / "multi") if "loss" in r]
+    np.testing.assert_allclose(two, one, rtol=1e-5)
+    assert sorted(int(p.name) for p in (tmp_path / "multi" / "checkpoints").iterdir()) == [5, 6]
 
 
 @pytest.mark.parametrize(
