@@ -85,6 +85,7 @@ def forward_with_pullbacks(
     batch: Mapping[str, Any],
     *,
     train: bool = True,
+    rng: jax.Array | None = None,
 ) -> TaskPullbacks:
     """Runs the model once and returns the losses and the pullbacks (see module docstring).
 
@@ -95,13 +96,15 @@ def forward_with_pullbacks(
       batch_stats: the same split of BatchNorm statistics.
       batch: `{"image": [B, H, W, C], "targets": {task: [B, ...]}}`, optionally
         `"valid": [B]` marking real (non-padding) examples.
-      train: BatchNorm mode.
+      train: BatchNorm (and dropout) mode.
+      rng: PRNG key of the forward's randomness (dropout); the model derives one stream
+        for the trunk and one per head from it.
     """
     names = model.task_names
     image = batch["image"]
 
     def trunk(shared):
-        return model.apply_shared(shared, batch_stats["shared"], image, train=train)
+        return model.apply_shared(shared, batch_stats["shared"], image, train=train, rng=rng)
 
     rep, trunk_pullback, shared_stats = jax.vjp(trunk, params["shared"], has_aux=True)
 
@@ -109,7 +112,12 @@ def forward_with_pullbacks(
         preds, stats = {}, {}
         for name in names:
             preds[name], stats[name] = model.apply_head(
-                name, task_params[name], batch_stats["tasks"][name], reps[name], train=train
+                name,
+                task_params[name],
+                batch_stats["tasks"][name],
+                reps[name],
+                train=train,
+                rng=rng,
             )
         return loss_vector(tasks, preds, batch), (preds, stats)
 

@@ -186,8 +186,10 @@ def make_train_step(
         return grads, None, weighting_state, method_metrics, diagnostics
 
     def step(state: TrainState, batch: dict):
+        # The step's randomness (dropout) is a function of (seed, step) alone.
+        step_rng = jax.random.fold_in(state.rng, state.step)
         pullbacks = jacobian.forward_with_pullbacks(
-            model, tasks, state.params, state.batch_stats, batch, train=True
+            model, tasks, state.params, state.batch_stats, batch, train=True, rng=step_rng
         )
         # The step is not differentiated: losses and weights are plain values here.
         shared_grads, weights, weighting_state, method_metrics, diagnostics = shared_gradient(
@@ -204,7 +206,10 @@ def make_train_step(
         params = optax.apply_updates(state.params, updates)
         if weighting.after_update is not None:
             preds, _ = model.apply(
-                {"params": params, "batch_stats": state.batch_stats}, batch["image"], train=True
+                {"params": params, "batch_stats": state.batch_stats},
+                batch["image"],
+                train=True,
+                rng=step_rng,
             )
             losses_after = jacobian.loss_vector(tasks, preds, batch)
             weighting_state, after_metrics = weighting.after_update(

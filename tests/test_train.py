@@ -199,3 +199,27 @@ def test_after_update_gets_the_losses_under_the_new_parameters():
     np.testing.assert_allclose(recorded.after, expected, rtol=1e-5)
     assert not np.allclose(recorded.after, recorded.before)
     assert "weighting/after_mean" in metrics
+
+
+def test_dropout_key_comes_from_seed_and_step():
+    """ResNet DeepLab heads use dropout: the step feeds it fold_in(rng, step)."""
+    from mtl_jax.models import build_model
+    from mtl_jax.tasks import Segmentation
+
+    tasks = {"seg": Segmentation("seg", 3, height=16, width=16)}
+    model = build_model("resnet18", tasks, width_multiplier=1 / 16, aspp_dropout=0.5)
+    rng = np.random.default_rng(0)
+    batch = {
+        "image": jnp.asarray(rng.normal(size=(2, 16, 16, 3)), jnp.float32),
+        "targets": {"seg": jnp.asarray(rng.integers(0, 3, size=(2, 16, 16)), jnp.int32)},
+    }
+    w = weighting.equal()
+    tx = _grad_recorder()
+    state = create_train_state(model, tx, w, batch["image"], seed=0)
+    step = jax.jit(make_train_step(model, tasks, tx, w, jit=False))  # no donation: reused
+    first = step(state, batch)[0].opt_state
+    again = step(state, batch)[0].opt_state
+    later = step(state._replace(step=state.step + 1), batch)[0].opt_state
+    leaves = jax.tree.leaves
+    assert all(np.array_equal(a, b) for a, b in zip(leaves(first), leaves(again), strict=True))
+    assert not all(np.allclose(a, b) for a, b in zip(leaves(first), leaves(later), strict=True))
