@@ -13,6 +13,8 @@ batch 128 (about 4.3 epochs).
 Expected on 2 CPU cores: test accuracy about 0.90 on `left` and 0.86 on `right`,
 boundary ODS-F about 0.55, with `equal` (about 100 s of training), `mgda` (about 200 s)
 and `uncertainty`. The dataset build takes about 50 s the first time.
+With `--config.dtype=bfloat16` (measured, `equal`): 0.897 / 0.861, ODS-F 0.546, against
+0.898 / 0.864 / 0.550 in float32.
 """
 
 from experiments.configs import base
