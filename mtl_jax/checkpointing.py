@@ -194,3 +194,9 @@ class Checkpointer:
     def close(self) -> None:
         """Waits for pending work and releases the manager."""
         self._manager.close()
+
+    def __enter__(self) -> Checkpointer:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()

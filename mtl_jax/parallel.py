@@ -153,7 +153,7 @@ def finite_flags(
         per_task &= jnp.isfinite(metrics["grad_norm"])
     heads = jnp.stack(
         [
-            _all_finite((new_state.params["tasks"][n], new_state.batch_stats["tasks"][n]))
+            _all_finite((new_state.params["tasks"][n], new_state.batch_stats["tasks"].get(n, {})))
             for n in names
         ]
     )

@@ -138,10 +138,11 @@ def test_overwrite_discards_a_run_of_another_config(unfinished):
     results = json.loads((unfinished / "results.json").read_text())
     assert results["steps"] == 6 and results["resumed_from"] is None
     assert (unfinished / "notes.txt").read_text() == "not an output"  # not an output: kept
-    assert Checkpointer(unfinished / "checkpoints", max_to_keep=3).all_steps() == [5, 6]
+    with Checkpointer(unfinished / "checkpoints", max_to_keep=3) as checkpointer:
+        assert checkpointer.all_steps() == [5, 6]
 
 
-# --- bad data: exit 2 before compiling, naming split, task and shape; no workdir made ---
+# --- bad data: exit 2 before compiling, naming split, task and shape; nothing written ---
 
 
 def _mutations():
@@ -182,7 +183,8 @@ def _mutations():
 @pytest.mark.parametrize(
     ("mutate", "message"), _mutations(), ids=lambda x: getattr(x, "__name__", "")
 )
-def test_bad_data_stops_before_compiling(tmp_path, tiny_multi_mnist, monkeypatch, mutate, message):
+@pytest.mark.parametrize("where", ["new", "resume"])
+def test_bad_data_stops_before_compiling(tmp_path, unfinished, monkeypatch, mutate, message, where):
     load_split = data.load_split
 
     def mutated(builder, split, **kwargs):
@@ -193,11 +195,13 @@ def test_bad_data_stops_before_compiling(tmp_path, tiny_multi_mnist, monkeypatch
 
     monkeypatch.setattr(experiment.data, "load_split", mutated)
     monkeypatch.setattr(jax, "jit", _no_compile)
-    workdir = tmp_path / "run"
-    code, err = run_main(workdir)
+    workdir = tmp_path / "new" if where == "new" else unfinished
+    before = snapshot(unfinished)
+    code, err = run_main(workdir, *TRAINED_ARGS)
     assert code == EXIT_INVALID
     assert re.search(message, err), err
-    assert not workdir.exists()
+    assert not (tmp_path / "new").exists()  # a new workdir is not even created
+    assert snapshot(unfinished) == before  # an existing run is untouched
 
 
 def _no_compile(*args, **kwargs):
@@ -237,11 +241,11 @@ def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(tmp_path, tiny_mult
     bad = records[-1]
     assert bad["non_finite"] and all(isinstance(t, str) for t in bad["non_finite"])
     assert f"for task(s) {bad['non_finite']} at step {bad['step']}" in err
-    checkpointer = Checkpointer(workdir / "checkpoints", max_to_keep=3)
-    last = checkpointer.latest_step()
-    assert last == bad["step"] - 1 and f"checkpoints/{last}" in err
-    # The kept checkpoint restores (its digest verified) with every value finite.
-    state, _ = checkpointer.restore(last, _abstract_state(*EXPLODING))
+    with Checkpointer(workdir / "checkpoints", max_to_keep=3) as checkpointer:
+        last = checkpointer.latest_step()
+        assert last == bad["step"] - 1 and f"checkpoints/{last}" in err
+        # The kept checkpoint restores (its digest verified) with every value finite.
+        state, _ = checkpointer.restore(last, _abstract_state(*EXPLODING))
     assert all(np.isfinite(x).all() for x in jax.tree.leaves(state.params))
     # Rerunning stops again at the same step, still without touching the checkpoint.
     before = snapshot(workdir / "checkpoints")
