@@ -35,6 +35,14 @@ class CheckpointError(RuntimeError):
     """A checkpoint cannot be restored: corrupt, truncated, or for a different model."""
 
 
+def _brief(error: BaseException) -> str:
+    """`Type: first line` of an error, at most 300 characters (tensorstore errors carry
+    their whole JSON spec)."""
+    lines = str(error).strip().splitlines()
+    text = f"{type(error).__name__}: {lines[0] if lines else ''}"
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
 def leaf_path(path: tuple) -> str:
     """A pytree key path as `a/b/0/c`."""
     parts = []
@@ -159,8 +167,7 @@ class Checkpointer:
         except Exception as error:
             raise CheckpointError(
                 f"checkpoint {str(where)!r} is corrupt or truncated (its metadata cannot be "
-                f"read: {type(error).__name__}: {error}); move it away to resume from an "
-                "earlier checkpoint"
+                f"read: {_brief(error)}); move it away to resume from an earlier checkpoint"
             ) from error
         if not isinstance(meta, dict) or "leaves" not in meta:
             raise CheckpointError(
@@ -181,13 +188,13 @@ class Checkpointer:
         except Exception as error:
             raise CheckpointError(
                 f"checkpoint {str(where)!r} is corrupt or truncated (its arrays cannot be "
-                f"read: {type(error).__name__}: {error})"
+                f"read: {_brief(error)}); move it away to resume from an earlier checkpoint"
             ) from error
         expected = meta.get("digest")
         if expected is not None and digest(state) != expected:
             raise CheckpointError(
                 f"checkpoint {str(where)!r} is corrupt: the restored arrays do not match "
-                "the digest written with them"
+                "the digest written with them; move it away to resume from an earlier checkpoint"
             )
         return state, {k: v for k, v in meta.items() if k not in ("leaves", "digest")}
 

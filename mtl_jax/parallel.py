@@ -1,4 +1,4 @@
-"""Data parallelism over a device mesh, multi-host start-up and the guarded train step.
+"""Data parallelism over a device mesh, and the train step guarded against non-finite values.
 
 The train step stays single-device code (`mtl_jax.train.make_train_step(jit=False)`).
 `make_parallel_train_step` jits it once on a mesh with one axis, `"data"`: the batch is
