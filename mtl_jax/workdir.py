@@ -23,7 +23,7 @@ METRICS_FILE = "metrics.jsonl"
 RESULTS_FILE = "results.json"
 PARAMS_FILE = "params.msgpack"
 CHECKPOINT_DIR = "checkpoints"
-OUTPUTS = (CONFIG_FILE, METRICS_FILE, RESULTS_FILE, PARAMS_FILE, CHECKPOINT_DIR)
+OUTPUTS = (CONFIG_FILE, METRICS_FILE, RESULTS_FILE, PARAMS_FILE, CHECKPOINT_DIR)  # config first
 
 # What `open_workdir` found.
 NEW = "new"  # nothing there yet (or overwritten): start from step 0
@@ -118,7 +118,9 @@ def start_workdir(workdir: Path, config: ml_collections.ConfigDict) -> None:
     """Prepares `workdir` for a run from step 0: removes a previous run's outputs (only
     those, see `OUTPUTS`) and writes config.json."""
     workdir.mkdir(parents=True, exist_ok=True)
-    for name in OUTPUTS:
+    # config.json goes last (replaced, not deleted): an interrupted overwrite still
+    # leaves a workdir that `--overwrite` accepts.
+    for name in OUTPUTS[1:]:
         path = workdir / name
         if path.is_dir():
             shutil.rmtree(path)
