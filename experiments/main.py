@@ -3,6 +3,9 @@
     python -m experiments.main --config experiments/configs/multi_mnist.py --workdir DIR \
         [--config.key=value ...] [--overwrite]
 
+Besides the run's files, the workdir gets `loss_curves.png`, `task_weights.png` and (for
+methods with per-task gradients) `grad_cosine.png`.
+
 Exit status:
   0    success (or the workdir already holds this run, finished)
   2    invalid config, workdir or data; nothing compiled (the message names the key,
@@ -72,6 +75,12 @@ def main(argv: list[str] | None = None) -> int:
     except Preempted as error:
         print(str(error), file=sys.stderr)
         return EXIT_PREEMPTED
+    import jax
+
+    if jax.process_index() == 0:
+        from mtl_jax.plots import plot_run
+
+        plot_run(args.workdir, title=config.weighting.name)
     print(format_results(results["final"]))
     print(f"steps: {results['steps']}  wall: {results['wall_s']:.1f}s  workdir: {args.workdir}")
     return 0

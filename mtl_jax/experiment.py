@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import inspect
 import json
 import os
 import signal
@@ -41,7 +42,7 @@ from mtl_jax.models import ARCHITECTURES, TRUNKS, MultiTaskModel, build_model
 from mtl_jax.tasks import Task
 from mtl_jax.train import HEAD_GRADS, TrainState, create_train_state, evaluate, make_eval_step
 
-SCHEDULES = ("constant", "cosine")
+SCHEDULES = ("constant", "cosine", "step")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 # Activation dtypes; parameters, optimizer state, losses and Gramians stay float32.
 COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -60,6 +61,7 @@ _NON_NEGATIVE_KEYS = (
     "parallel.num_devices",
     "parallel.shard_params_min_size",
     "weighting.jacobian_chunk_size",
+    "optimizer.decay_every_steps",
 )
 
 
@@ -121,6 +123,20 @@ def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransform
         )
     if opt.schedule == "constant":
         lr = optax.constant_schedule(opt.learning_rate)
+    elif opt.schedule == "step":
+        # The MTAN protocol's StepLR: multiply by `decay_factor` every `decay_every_steps`.
+        if opt.decay_every_steps < 1 or not 0 < opt.decay_factor <= 1:
+            raise ConfigError(
+                "schedule 'step' needs optimizer.decay_every_steps >= 1 and "
+                f"0 < optimizer.decay_factor <= 1, got {opt.decay_every_steps}, "
+                f"{opt.decay_factor}"
+            )
+        lr = optax.exponential_decay(
+            opt.learning_rate,
+            transition_steps=opt.decay_every_steps,
+            decay_rate=opt.decay_factor,
+            staircase=True,
+        )
     else:
         lr = optax.warmup_cosine_decay_schedule(
             0.0,
@@ -156,8 +172,24 @@ def _build_model(config: ml_collections.ConfigDict, tasks: Mapping[str, Task]) -
         raise ConfigError(f"config key 'model': {error}") from error
 
 
-def build_experiment(config: ml_collections.ConfigDict) -> Experiment:
+def _needs_steps_per_epoch(config: ml_collections.ConfigDict) -> bool:
+    """Whether the method counts epochs (DWA, STCH) and the config leaves the length to us."""
+    factory = getattr(weighting, config.weighting.name, None)
+    return (
+        config.weighting.name in weighting.METHODS
+        and "steps_per_epoch" in inspect.signature(factory).parameters
+        and "steps_per_epoch" not in config.weighting.kwargs
+    )
+
+
+def build_experiment(
+    config: ml_collections.ConfigDict, *, steps_per_epoch: int | None = None
+) -> Experiment:
     """Validates `config` and builds its pieces; nothing is compiled.
+
+    Methods that count epochs (`dwa`, `stch`) get `steps_per_epoch` — the number of full
+    training batches per epoch — unless the config sets it under `weighting.kwargs`
+    (before the data is loaded, a placeholder of 1 validates the other options).
 
     Raises:
       ConfigError: naming the key and the valid choices, for any invalid setting.
@@ -183,7 +215,10 @@ def build_experiment(config: ml_collections.ConfigDict) -> Experiment:
     _choice(config.weighting.head_grads, HEAD_GRADS, "weighting.head_grads")
     _choice(config.weighting.jacobian_strategy, STRATEGIES, "weighting.jacobian_strategy")
     try:
-        method = weighting.create(config.weighting.name, **config.weighting.kwargs.to_dict())
+        kwargs = config.weighting.kwargs.to_dict()
+        if _needs_steps_per_epoch(config):
+            kwargs["steps_per_epoch"] = steps_per_epoch or 1
+        method = weighting.create(config.weighting.name, **kwargs)
     except (ValueError, TypeError) as error:
         raise ConfigError(f"config key 'weighting': {error}") from error
     if config.weighting.rep_grad and method.kind == weighting.LOSS:
@@ -218,7 +253,11 @@ def check_data(
         too few, targets of the wrong shape or out of range (`Task.check_targets`), or
         model predictions whose shape differs from the task's.
     """
-    declared = builder.info.features["image"]
+    if isinstance(builder, data.DatasetSource):
+        declared_shape, location = tuple(builder.image_shape), builder.location
+    else:
+        declared_shape = tuple(builder.info.features["image"].shape)
+        location = builder.data_dir
     image_shape = None
     for split, arrays in splits.items():
         missing = sorted(set(exp.task_names) - set(arrays))
@@ -235,11 +274,11 @@ def check_data(
                 f"{split} split of {builder.name!r}: images are {image.dtype} with shape "
                 f"{image.shape}, expected uint8 [N, H, W, C]"
             )
-        if tuple(image.shape[1:]) != tuple(declared.shape):
+        if tuple(image.shape[1:]) != declared_shape:
             raise ValueError(
                 f"{split} split of {builder.name!r}: images have shape {tuple(image.shape[1:])}, "
-                f"the dataset declares {tuple(declared.shape)} (a stale build? delete "
-                f"{builder.data_dir!r} to rebuild it)"
+                f"the dataset declares {declared_shape} (a stale build? delete "
+                f"{location!r} to rebuild it)"
             )
         image_shape = tuple(image.shape[1:])
         for name, task in exp.tasks.items():
@@ -453,9 +492,19 @@ def _train_and_evaluate(
         _note(f"workdir {str(workdir)!r} holds this run, finished; nothing to do")
         return json.loads((workdir / wd.RESULTS_FILE).read_text())
     run = _prepare(config, exp, workdir, status)
+    if _needs_steps_per_epoch(config):
+        steps_per_epoch = max(len(run.splits["train"]["image"]) // config.batch_size, 1)
+        _note(f"{config.weighting.name}: {steps_per_epoch} steps per epoch")
+        run = dataclasses.replace(
+            run, exp=build_experiment(config, steps_per_epoch=steps_per_epoch)
+        )
     names = run.exp.task_names
     train_iter = data.train_batches(
-        run.splits["train"], names, batch_size=config.batch_size, seed=config.seed
+        run.splits["train"],
+        names,
+        batch_size=config.batch_size,
+        seed=config.seed,
+        augment=run.exp.spec.augment,
     )
     example = jax.ShapeDtypeStruct((config.batch_size, *run.image_shape), jnp.float32)
     abstract = jax.eval_shape(run.init_state, example)

@@ -35,6 +35,19 @@ def test_test_config_trains_end_to_end(tmp_path, tiny_multi_mnist, data_dir, met
     assert sorted(int(p.name) for p in (workdir / "checkpoints").iterdir()) == [20, 25, 30]
     assert results["evals"] == [{"step": 30, "metrics": results["final"]}]
     assert results["devices"] == 1 and results["resumed_from"] is None
+    for plot in ("loss_curves.png", "task_weights.png"):
+        assert (workdir / plot).stat().st_size > 10_000, plot
+    assert (workdir / "grad_cosine.png").exists() == (method == "mgda")
+
+
+def test_epoch_counting_method_gets_the_epoch_length(tmp_path, tiny_multi_mnist, data_dir):
+    """dwa counts epochs: the run fills steps_per_epoch from the data (2048 pairs / 64)."""
+    workdir = tmp_path / "run"
+    result = run_cli(
+        workdir, "--config.weighting.name=dwa", "--config.num_steps=3", data_dir=data_dir
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "dwa: 32 steps per epoch" in result.stderr
 
 
 def test_mgda_logs_solver_metrics(tmp_path, tiny_multi_mnist, data_dir):

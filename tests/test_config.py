@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import pytest
 
 from experiments.configs import base
@@ -98,7 +99,10 @@ def test_fixed_weights_from_the_command_line():
             r"unknown dataset 'imagenet'; valid: \[.*'multi_mnist'.*'shapes'",
         ),
         (["weighting.rep_grad=true"], "does not use per-task gradients"),
-        (["optimizer.schedule=linear"], r"unknown value 'linear'; valid: \['constant', 'cosine'"),
+        (
+            ["optimizer.schedule=linear"],
+            r"unknown value 'linear'; valid: \['constant', 'cosine', 'step'",
+        ),
         (["batch_size=0"], "'batch_size' must be >= 1"),
         (["dtype=float16"], r"'dtype': unknown value 'float16'; valid: \['bfloat16', 'float32'\]"),
         (["checkpoint_every_steps=-1"], "'checkpoint_every_steps' must be >= 0"),
@@ -137,3 +141,31 @@ def test_errors_come_before_any_compilation(monkeypatch):
     monkeypatch.setattr(jax, "jit", no_compile)
     with pytest.raises(ConfigError, match="valid methods"):
         build_experiment(load_config(CONFIGS / "test.py", ["weighting.name=pcgradd"]))
+
+
+def test_step_schedule_halves_the_learning_rate():
+    """The MTAN protocol's StepLR: lr × decay_factor every decay_every_steps."""
+    import optax
+
+    from mtl_jax.experiment import make_optimizer
+
+    config = load_config(
+        str(CONFIGS / "base.py"),
+        [
+            "optimizer.name=sgd",
+            "optimizer.schedule=step",
+            "optimizer.learning_rate=1.0",
+            "optimizer.decay_every_steps=3",
+        ],
+    )
+    tx = make_optimizer(config)
+    params = {"x": jnp.zeros(())}
+    state = tx.init(params)
+    moves = []
+    for _ in range(7):
+        updates, state = tx.update({"x": jnp.ones(())}, state, params)
+        moves.append(float(-optax.apply_updates(params, updates)["x"]))
+    assert moves == [1.0, 1.0, 1.0, 0.5, 0.5, 0.5, 0.25]
+    config.optimizer.decay_every_steps = 0
+    with pytest.raises(ConfigError, match="decay_every_steps >= 1"):
+        make_optimizer(config)

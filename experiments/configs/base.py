@@ -38,9 +38,11 @@ def get_config() -> ml_collections.ConfigDict:
     config.optimizer = ml_collections.ConfigDict()
     config.optimizer.name = "adam"  # adam | adamw | sgd
     config.optimizer.learning_rate = 1e-3
-    config.optimizer.schedule = "cosine"  # constant | cosine (with linear warm-up)
+    config.optimizer.schedule = "cosine"  # constant | cosine (with linear warm-up) | step
     config.optimizer.warmup_steps = 0
     config.optimizer.final_lr_fraction = 0.0  # cosine: final lr / peak lr
+    config.optimizer.decay_every_steps = 0  # step: multiply the lr by decay_factor every N
+    config.optimizer.decay_factor = 0.5
     config.optimizer.weight_decay = 0.0  # adamw only
     config.optimizer.momentum = 0.0  # sgd only
 
