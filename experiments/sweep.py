@@ -2,7 +2,8 @@
 
     python -m experiments.sweep --config experiments/configs/shapes_dense.py \
         --workdir runs/shapes-sweep --methods equal,mgda,uncertainty --seeds 0,1 \
-        [--stl] [--baseline nyuv2] [--last-evals 10] [--pareto X,Y] [--config.key=value ...]
+        [--stl] [--baseline nyuv2] [--last-evals 10 | --select-by f1] [--pareto X,Y] \
+        [--config.key=value ...]
 
 Each run is `python -m experiments.main` in its own process and workdir,
 `<workdir>/<method>/seed<k>` (a method written `mgda+rep_grad` also sets
@@ -65,6 +66,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--last-evals", type=int, default=0, help="report the mean of the last N evaluations"
     )
+    parser.add_argument(
+        "--select-by",
+        default="",
+        help="report the evaluation with the best mean <task>/METRIC on the config's select_split",
+    )
     parser.add_argument("--pareto", default="", help="two metrics X,Y for pareto.png")
     args, rest = parser.parse_known_args(argv)
     overrides = [item for item in rest if item.startswith("--config.")]
@@ -124,7 +130,9 @@ def main(argv: list[str] | None = None) -> int:
     runs = []
     for method in methods:
         try:
-            runs += summary.load_runs(root / method, last_evals=args.last_evals)
+            runs += summary.load_runs(
+                root / method, last_evals=args.last_evals, select_by=args.select_by
+            )
         except FileNotFoundError:
             print(f"[sweep] no finished run of {method!r}", file=sys.stderr)
     if not runs:
@@ -132,7 +140,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     baseline = args.baseline or None
     if args.stl and baseline is None:
-        stl_runs = summary.load_runs(root / "stl", last_evals=args.last_evals)
+        stl_runs = summary.load_runs(
+            root / "stl", last_evals=args.last_evals, select_by=args.select_by
+        )
         baseline = summary.single_task_baseline(stl_runs)
     rows = summary.summarize(runs, directions, baseline=baseline)
     title = f"{Path(args.config).stem}: {len(methods)} methods × {len(seeds)} seeds"

@@ -226,6 +226,11 @@ def build_experiment(
             f"config key 'weighting.rep_grad': method {config.weighting.name!r} does not use "
             "per-task gradients"
         )
+    if config.select_split == "test":
+        raise ConfigError(
+            "config key 'select_split': choosing the evaluation on the test split is not "
+            "allowed (BENCHMARKS.md); use a validation split"
+        )
     for key in _POSITIVE_KEYS:
         if _get(config, key) < 1:
             raise ConfigError(f"config key {key!r} must be >= 1, got {_get(config, key)}")
@@ -438,10 +443,18 @@ class _Run:
             rep_grad=self.config.weighting.rep_grad,
         )
 
-    def evaluate(self, eval_step, state: TrainState) -> dict[str, float]:
-        """Test-split metrics of `state`, batches split over the mesh."""
+    def evaluation(self, eval_step, state: TrainState, step: int) -> dict[str, Any]:
+        """One entry of results.json's `evals`: the test metrics and, with
+        `config.select_split`, that split's metrics (for choosing an evaluation)."""
+        select = None
+        if self.config.select_split:
+            select = self.evaluate(eval_step, state, self.config.select_split)
+        return _eval_entry(step, self.evaluate(eval_step, state), select)
+
+    def evaluate(self, eval_step, state: TrainState, split: str = "test") -> dict[str, float]:
+        """Metrics of `state` on `split`, batches split over the mesh."""
         batches = data.eval_batches(
-            self.splits["test"], self.exp.task_names, batch_size=self.config.eval_batch_size
+            self.splits[split], self.exp.task_names, batch_size=self.config.eval_batch_size
         )
         return evaluate(
             eval_step,
@@ -450,6 +463,21 @@ class _Run:
             (parallel.shard_batch(b, self.mesh) for b in batches),
             self.exp.tasks,
         )
+
+
+def _eval_entry(step: int, metrics: dict, select: dict | None) -> dict[str, Any]:
+    entry = {"step": step, "metrics": metrics}
+    if select is not None:
+        entry["select"] = select
+    return entry
+
+
+def _eval_record(entry: Mapping[str, Any]) -> dict[str, Any]:
+    """The metrics.jsonl line of an evaluation entry."""
+    record = {"step": entry["step"], "eval": entry["metrics"]}
+    if "select" in entry:
+        record["select_eval"] = entry["select"]
+    return record
 
 
 def _prepare(
@@ -461,7 +489,8 @@ def _prepare(
         config=config.dataset.config,
         data_dir=config.dataset.data_dir or default_data_dir(),
     )
-    splits = {split: data.load_split(builder, split) for split in ("train", "test")}
+    names = ("train", "test", *([config.select_split] if config.select_split else []))
+    splits = {split: data.load_split(builder, split) for split in names}
     image_shape = check_data(builder, splits, exp)
     mesh = parallel.make_mesh(config.parallel.num_devices)
     devices = mesh.shape[parallel.DATA_AXIS]
@@ -536,7 +565,9 @@ def _train_and_evaluate(
         kept = [r for r in wd.read_metrics(metrics_path) if r["step"] < first]
         if run.writer:
             wd.write_metrics(metrics_path, kept)
-        evals = [{"step": r["step"], "metrics": r["eval"]} for r in kept if "eval" in r]
+        evals = [
+            _eval_entry(r["step"], r["eval"], r.get("select_eval")) for r in kept if "eval" in r
+        ]
 
         train_step = parallel.make_parallel_train_step(
             run.exp.model,
@@ -596,8 +627,8 @@ def _train_and_evaluate(
                     _note(f"{message}: step skipped ({skips} in a row)")
                 every = config.eval_every_steps
                 if every and step % every == 0 and step != config.num_steps:
-                    evals.append({"step": step, "metrics": run.evaluate(eval_step, state)})
-                    write({"step": step, "eval": evals[-1]["metrics"]})
+                    evals.append(run.evaluation(eval_step, state, step))
+                    write(_eval_record(evals[-1]))
                 due = config.checkpoint_every_steps and step % config.checkpoint_every_steps == 0
                 if due or step == config.num_steps or stop.set:
                     save(step, state)
@@ -605,10 +636,10 @@ def _train_and_evaluate(
                     raise Preempted(step, str(checkpointer.step_directory(step)))
             jax.block_until_ready(state)
             train_wall_s = time.perf_counter() - train_start
-            final = run.evaluate(eval_step, state)
             if not evals or evals[-1]["step"] != config.num_steps:
-                evals.append({"step": config.num_steps, "metrics": final})
-                write({"step": config.num_steps, "eval": final})
+                evals.append(run.evaluation(eval_step, state, config.num_steps))
+                write(_eval_record(evals[-1]))
+            final = evals[-1]["metrics"]
     finally:
         checkpointer.close()
 

@@ -4,7 +4,8 @@ A sweep directory holds one workdir per run (any depth); each finished run has a
 `results.json` with its config, its final metrics and, when the config evaluates
 periodically, the list of evaluations. A run's reported metrics follow the benchmark
 protocol (`../shared/BENCHMARKS.md`): the mean over its last `last_evals` evaluations
-(NYUv2/Cityscapes: the last 10 epochs) or its final evaluation.
+(NYUv2/Cityscapes: the last 10 epochs), the evaluation chosen on a validation split
+(CelebA: `select_by="f1"`), or its final evaluation — never one chosen on the test set.
 
 Methods are compared on Δm% (`mtl_jax.metrics.delta_m`, negative is better) against a
 baseline — a shipped benchmark, a mapping, or single-task runs of the same sweep — and on
@@ -40,12 +41,35 @@ class Run:
     metrics: dict[str, float]
 
 
-def reported_metrics(results: Mapping[str, Any], *, last_evals: int = 0) -> dict[str, float]:
-    """A run's metrics: the mean of its last `last_evals` evaluations, or its final ones.
+def reported_metrics(
+    results: Mapping[str, Any], *, last_evals: int = 0, select_by: str = ""
+) -> dict[str, float]:
+    """A run's metrics: the mean of its last `last_evals` evaluations, the evaluation
+    chosen on the selection split, or its final ones.
+
+    Args:
+      results: the contents of a run's results.json.
+      last_evals: average the test metrics of the last N evaluations (NYUv2/Cityscapes).
+      select_by: a metric name, e.g. "f1": report the test metrics of the evaluation
+        whose selection-split metrics (`config.select_split`, e.g. CelebA's validation)
+        have the highest mean over every `<task>/<select_by>` (higher must be better).
 
     Raises:
-      ValueError: `last_evals` asks for more evaluations than the run made.
+      ValueError: `last_evals` asks for more evaluations than the run made, or
+        `select_by` names a metric the selection evaluations lack.
     """
+    if select_by:
+        evals = [e for e in results.get("evals", []) if "select" in e]
+        if not evals:
+            raise ValueError("select_by needs evaluations of a selection split (select_split)")
+
+        def score(entry):
+            values = [v for k, v in entry["select"].items() if k.endswith(f"/{select_by}")]
+            if not values:
+                raise ValueError(f"no '<task>/{select_by}' metric in the selection evaluations")
+            return float(np.mean(values))
+
+        return dict(max(evals, key=score)["metrics"])
     if last_evals <= 0:
         return dict(results["final"])
     evals = results.get("evals", [])
@@ -64,7 +88,7 @@ def run_label(config: Mapping[str, Any]) -> str:
     return f"{label}+rep_grad" if config["weighting"].get("rep_grad") else label
 
 
-def load_runs(directory: str | Path, *, last_evals: int = 0) -> list[Run]:
+def load_runs(directory: str | Path, *, last_evals: int = 0, select_by: str = "") -> list[Run]:
     """Every finished run (a `results.json`) under `directory`, sorted by label and seed.
 
     Raises:
@@ -81,7 +105,7 @@ def load_runs(directory: str | Path, *, last_evals: int = 0) -> list[Run]:
                 seed=int(config["seed"]),
                 tasks=tasks,
                 path=path.parent,
-                metrics=reported_metrics(results, last_evals=last_evals),
+                metrics=reported_metrics(results, last_evals=last_evals, select_by=select_by),
             )
         )
     if not runs:

@@ -138,3 +138,21 @@ def test_bfloat16_multi_mnist_reaches_the_float32_accuracy_band(tmp_path, data_d
     for key in ("left/accuracy", "right/accuracy", "boundary/ods_f"):
         assert final["float32"][key] > {"boundary/ods_f": 0.5}.get(key, 0.85), final
         assert abs(final["bfloat16"][key] - final["float32"][key]) <= 0.02, (key, final)
+
+
+def test_selection_split_is_evaluated_with_every_evaluation(tmp_path, tiny_multi_mnist, data_dir):
+    workdir = tmp_path / "run"
+    result = run_cli(
+        workdir,
+        "--config.num_steps=4",
+        "--config.eval_every_steps=2",
+        "--config.select_split=train",
+        data_dir=data_dir,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    evals = json.loads((workdir / "results.json").read_text())["evals"]
+    assert [e["step"] for e in evals] == [2, 4]
+    assert all(set(e["select"]) == set(e["metrics"]) for e in evals)
+    assert evals[0]["select"] != evals[0]["metrics"]  # train and test splits differ
+    refused = run_cli(tmp_path / "other", "--config.select_split=test", data_dir=data_dir)
+    assert refused.returncode == 2 and "select_split" in refused.stderr

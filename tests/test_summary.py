@@ -100,3 +100,16 @@ def test_plots_are_written(tmp_path):
         summary.load_runs(tmp_path), "a/acc", "b/err", DIRECTIONS, tmp_path / "p.png"
     )
     assert path.stat().st_size > 10_000
+
+
+def test_evaluation_chosen_on_the_selection_split(tmp_path):
+    evals = [
+        {"step": 1, "metrics": {"a/f1": 0.1}, "select": {"a/f1": 0.5, "b/f1": 0.5}},
+        {"step": 2, "metrics": {"a/f1": 0.2}, "select": {"a/f1": 0.9, "b/f1": 0.6}},
+        {"step": 3, "metrics": {"a/f1": 0.9}, "select": {"a/f1": 0.2, "b/f1": 0.2}},
+    ]
+    _write_run(tmp_path, "equal", 0, {"a/f1": 0.9}, evals=evals)
+    (run,) = summary.load_runs(tmp_path, select_by="f1")
+    assert run.metrics == {"a/f1": 0.2}  # step 2: the best validation mean, not test's best
+    with pytest.raises(ValueError, match="no '<task>/acc' metric"):
+        summary.load_runs(tmp_path, select_by="acc")

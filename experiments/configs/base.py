@@ -51,6 +51,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.num_steps = 1000
     config.log_every_steps = 50
     config.eval_every_steps = 0  # test-split evaluation every N steps; 0 = only at the end
+    # Also evaluate this split at every evaluation ("" = none; CelebA: "validation"), so
+    # that a summary can choose the evaluation on it (never on the test split).
+    config.select_split = ""
     config.seed = 0
 
     # Activation dtype: float32 | bfloat16. Parameters, optimizer state, losses, Gramians

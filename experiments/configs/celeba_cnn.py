@@ -6,7 +6,8 @@ batch 256 (162,770 training images: 635 steps per epoch), as FAMO's
 `experiments/celeba/trainer.py`; FAMO's own run there uses `gamma` (its logits' weight
 decay) 0.01: `--config.weighting.kwargs.weight_decay=0.01`. The metric is each
 attribute's F1; the protocol reports the test F1 of the epoch with the best mean
-validation F1 (evaluate every epoch and select on `validation`).
+validation F1: every epoch evaluates `test` and `validation`, and the summary selects
+with `--select-by f1`.
 
 Data: TFDS `celeb_a` prepared as array_record in `data_dir` (`tfds build celeb_a`
 where it can be downloaded); images are resized once to 64×64 and cached.
@@ -43,6 +44,7 @@ def get_config():
     config.eval_batch_size = 512
     config.num_steps = EPOCHS * steps_per_epoch
     config.eval_every_steps = steps_per_epoch
+    config.select_split = "validation"
     config.checkpoint_every_steps = steps_per_epoch
     config.log_every_steps = 50
     return config
