@@ -14,6 +14,7 @@ import json
 import pytest
 
 from mtl_jax import weighting
+from mtl_jax import workdir as wd
 from tests.cli import assert_bitwise_equal_runs, compile_cache, metrics_records, run_cli
 
 # A method whose state has history, when one exists; `uncertainty` (learned, with Adam
@@ -115,9 +116,17 @@ def test_sigterm_saves_the_current_step_and_resumes(tmp_path, reference, data_di
     assert_bitwise_equal_runs(reference, workdir, STEPS)
 
 
-def test_rerunning_a_finished_run_changes_nothing(reference, data_dir, cache):
-    before = {p: p.stat().st_mtime_ns for p in reference.rglob("*") if p.is_file()}
+def test_rerunning_a_finished_run_changes_none_of_its_outputs(reference, data_dir, cache):
+    def outputs():
+        return {
+            p: p.stat().st_mtime_ns
+            for name in wd.OUTPUTS
+            for p in [reference / name, *(reference / name).rglob("*")]
+            if p.is_file()
+        }
+
+    before = outputs()
     again = run_cli(reference, *ARGS, data_dir=data_dir, cache_dir=cache)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "finished" in again.stderr
-    assert {p: p.stat().st_mtime_ns for p in reference.rglob("*") if p.is_file()} == before
+    assert outputs() == before
