@@ -3,10 +3,11 @@
 Semantic segmentation, a depth-like distance map and a normals-like gradient map, all
 per-pixel, from one `small_resnet` trunk (the W2 encoder; 32×32 RGB → [8, 8, 128]) with
 a conv head per task upsampled bilinearly to 32×32. (A two-conv trunk does not learn the
-segmentation in this budget: its receptive field is too small to tell the shapes apart.) Metrics are NYUv2's: `segmentation/{miou,
-pixel_accuracy}`, `depth/{abs_err, rel_err}`, `normal/{mean_angle, median_angle,
-within_11.25, within_22.5, within_30}`; evaluated every 100 steps so that a summary can
-average the last evaluations, as the NYUv2 protocol averages the last 10 epochs.
+segmentation in this budget: its receptive field is too small to tell the shapes apart.)
+Metrics are NYUv2's: `segmentation/{miou, pixel_accuracy}`, `depth/{abs_err, rel_err}`,
+`normal/{mean_angle, median_angle, within_11.25, within_22.5, within_30}`; evaluated
+every 100 steps so that a summary can average the last evaluations, as the NYUv2
+protocol averages the last 10 epochs.
 
     python -m experiments.main --config experiments/configs/shapes_dense.py --workdir runs/dense
     python -m experiments.sweep --config experiments/configs/shapes_dense.py \
