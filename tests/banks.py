@@ -37,3 +37,32 @@ def loss_bank() -> dict[str, np.ndarray]:
         "spread": [1e-10, 1.0, 1e10],
     }
     return {name: np.asarray(value, np.float32) for name, value in bank.items()}
+
+
+# The cases every default test run covers; the rest of a bank runs in `make test-all`.
+CORE_CASES = frozenset(
+    {
+        "random4",
+        "zero",
+        "one_zero_row",
+        "opposite",
+        "rank_deficient",
+        "more_tasks_than_params",
+        "scaled_1e-10",
+        "scaled_1e10",
+        "mixed_scales",
+        "zeros",
+        "mixed",
+        "spread",
+    }
+)
+
+
+def bank_params(bank: dict) -> list:
+    """`pytest.param`s of a bank's case names, the non-core ones marked `slow`."""
+    import pytest
+
+    return [
+        pytest.param(name, marks=() if name in CORE_CASES else pytest.mark.slow)
+        for name in sorted(bank)
+    ]

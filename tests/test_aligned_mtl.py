@@ -9,7 +9,7 @@ import pytest
 
 from mtl_jax import weighting
 from mtl_jax.weighting._aligned_mtl import aligned_mtl, balance_transformation
-from tests.banks import jacobian_bank
+from tests.banks import bank_params, jacobian_bank
 
 
 def reference_weights(jac: np.ndarray, rank_tol: float) -> np.ndarray:
@@ -30,7 +30,7 @@ def test_orthogonal_rows_are_scaled_to_the_smallest():
     np.testing.assert_allclose(weights, np.array([1 / 3, 1.0, 1 / 2]) / 3, rtol=1e-6)
 
 
-@pytest.mark.parametrize("case", sorted(jacobian_bank()))
+@pytest.mark.parametrize("case", bank_params(jacobian_bank()))
 def test_aligned_singular_values_are_equal(case):
     jac = jacobian_bank()[case]
     gram = jnp.asarray(jac) @ jnp.asarray(jac).T

@@ -12,7 +12,7 @@ import pytest
 
 from mtl_jax import weighting
 from mtl_jax.weighting._config import config
-from tests.banks import jacobian_bank
+from tests.banks import bank_params, jacobian_bank
 
 FULL_RANK = [
     "random2",
@@ -59,7 +59,7 @@ def test_equal_positive_cosines(case):
     np.testing.assert_allclose(norm, np.sum(jac.astype(np.float64) @ unit), rtol=1e-4)
 
 
-@pytest.mark.parametrize("case", sorted(jacobian_bank()))
+@pytest.mark.parametrize("case", bank_params(jacobian_bank()))
 def test_matches_pseudo_inverse_reference(case):
     jac = jacobian_bank()[case]
     direction, weights, _ = weighting.aggregate(config(), jnp.asarray(jac))

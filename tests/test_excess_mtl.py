@@ -9,7 +9,7 @@ import pytest
 
 from mtl_jax import weighting
 from mtl_jax.weighting._excess_mtl import excess_mtl
-from tests.banks import jacobian_bank
+from tests.banks import bank_params, jacobian_bank
 
 
 def _init(method, jac):
@@ -24,7 +24,7 @@ def _check_on_simplex(state, metrics, num_tasks):
     np.testing.assert_allclose(metrics["weights"], num_tasks * simplex, rtol=1e-5)
 
 
-@pytest.mark.parametrize("case", sorted(jacobian_bank()))
+@pytest.mark.parametrize("case", bank_params(jacobian_bank()))
 def test_weights_stay_on_the_simplex_and_finite_on_bank(case):
     jac = jnp.asarray(jacobian_bank()[case])
     method = excess_mtl(robust_step_size=1.0)  # large steps stress the update

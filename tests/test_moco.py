@@ -9,7 +9,7 @@ import pytest
 
 from mtl_jax import weighting
 from mtl_jax.weighting._moco import _project_simplex, moco
-from tests.banks import jacobian_bank
+from tests.banks import bank_params, jacobian_bank
 
 
 def _init(method, jac):
@@ -90,7 +90,7 @@ def test_projection_is_the_nearest_simplex_point():
     np.testing.assert_allclose(project(jnp.asarray([-1e30, 0.0])), [0.0, 1.0])
 
 
-@pytest.mark.parametrize("case", sorted(jacobian_bank()))
+@pytest.mark.parametrize("case", bank_params(jacobian_bank()))
 def test_finite_and_on_the_simplex_on_bank(case):
     jac = jnp.asarray(jacobian_bank()[case])
     losses = jnp.linspace(0.5, 2.0, jac.shape[0])

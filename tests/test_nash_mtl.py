@@ -9,7 +9,7 @@ import pytest
 
 from mtl_jax import weighting
 from mtl_jax.weighting._nash_mtl import nash_mtl
-from tests.banks import jacobian_bank
+from tests.banks import bank_params, jacobian_bank
 
 aggregate = jax.jit(weighting.aggregate, static_argnums=0)
 UNCLIPPED = nash_mtl(max_norm=0.0)
@@ -86,7 +86,7 @@ def test_update_every_reuses_the_cached_weights():
     assert int(state.step) == 4
 
 
-@pytest.mark.parametrize("case", sorted(jacobian_bank()))
+@pytest.mark.parametrize("case", bank_params(jacobian_bank()))
 def test_bank_finite_and_bounded(case):
     jac = jacobian_bank()[case].astype(np.float64)
     direction, weights, _ = aggregate(DEFAULT, jnp.asarray(jac, jnp.float32))

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from mtl_jax import weighting
-from tests.banks import jacobian_bank, loss_bank
+from tests.banks import bank_params, jacobian_bank, loss_bank
 
 # Options a method cannot run without (the rest use their defaults).
 REQUIRED_OPTIONS = {
@@ -70,7 +70,7 @@ def test_contract(name):
 
 
 @pytest.mark.parametrize("name", weighting.METHODS)
-@pytest.mark.parametrize("case", sorted(jacobian_bank()))
+@pytest.mark.parametrize("case", bank_params(jacobian_bank()))
 def test_finite_on_bank(name, case):
     jac = jnp.asarray(jacobian_bank()[case])
     method = build(name, jac.shape[0])
@@ -141,7 +141,7 @@ def test_jacobian_method_on_pytree_rows_matches_the_flat_matrix(name):
 
 
 @pytest.mark.parametrize("name", weighting.METHODS)
-@pytest.mark.parametrize("case", sorted(loss_bank()))
+@pytest.mark.parametrize("case", bank_params(loss_bank()))
 def test_finite_on_extreme_losses(name, case):
     """Zero, tiny and huge losses over several steps (state that averages them included)."""
     method = build(name)
