@@ -19,28 +19,11 @@ Expected Δm% (published, 3 seeds): LS 22.60, UW 5.89, MGDA 44.14, PCGrad 18.29,
 """
 
 from experiments.configs import base
-
-TRAIN_IMAGES = 2975
-BATCH_SIZE = 8
-EPOCHS = 200
+from experiments.configs.nyuv2_segnet_mtan import mtan_protocol
 
 
 def get_config():
     config = base.get_config()
-    steps_per_epoch = TRAIN_IMAGES // BATCH_SIZE
     config.dataset.name = "cityscapes"
     config.tasks = "segmentation,depth"
-    config.model.trunk = "segnet"
-    config.model.architecture = "mtan"
-    config.optimizer.name = "adam"
-    config.optimizer.learning_rate = 1e-4
-    config.optimizer.schedule = "step"
-    config.optimizer.decay_every_steps = 100 * steps_per_epoch
-    config.optimizer.decay_factor = 0.5
-    config.batch_size = BATCH_SIZE
-    config.eval_batch_size = 40
-    config.num_steps = EPOCHS * steps_per_epoch
-    config.eval_every_steps = steps_per_epoch
-    config.checkpoint_every_steps = steps_per_epoch
-    config.log_every_steps = 50
-    return config
+    return mtan_protocol(config, train_images=2975, batch_size=8, eval_batch_size=40)

@@ -28,27 +28,32 @@ epoch; rerunning the command resumes.
 
 from experiments.configs import base
 
-TRAIN_IMAGES = 795
-BATCH_SIZE = 2
-EPOCHS = 200
 
-
-def get_config():
-    config = base.get_config()
-    steps_per_epoch = TRAIN_IMAGES // BATCH_SIZE
-    config.dataset.name = "nyuv2"
-    config.tasks = "segmentation,depth,normal"
+def mtan_protocol(
+    config, *, train_images: int, batch_size: int, epochs: int = 200, eval_batch_size: int
+):
+    """The MTAN protocol's optimisation and evaluation schedule, shared with Cityscapes:
+    SegNet-MTAN, Adam 1e-4 halved after epoch 100, `epochs` epochs of `batch_size`,
+    evaluation and a checkpoint after every epoch."""
+    steps_per_epoch = train_images // batch_size
     config.model.trunk = "segnet"
     config.model.architecture = "mtan"
     config.optimizer.name = "adam"
     config.optimizer.learning_rate = 1e-4
     config.optimizer.schedule = "step"
-    config.optimizer.decay_every_steps = 100 * steps_per_epoch
+    config.optimizer.decay_every_steps = (epochs // 2) * steps_per_epoch
     config.optimizer.decay_factor = 0.5
-    config.batch_size = BATCH_SIZE
-    config.eval_batch_size = 8
-    config.num_steps = EPOCHS * steps_per_epoch
+    config.batch_size = batch_size
+    config.eval_batch_size = eval_batch_size
+    config.num_steps = epochs * steps_per_epoch
     config.eval_every_steps = steps_per_epoch
     config.checkpoint_every_steps = steps_per_epoch
     config.log_every_steps = 50
     return config
+
+
+def get_config():
+    config = base.get_config()
+    config.dataset.name = "nyuv2"
+    config.tasks = "segmentation,depth,normal"
+    return mtan_protocol(config, train_images=795, batch_size=2, eval_batch_size=8)
