@@ -292,7 +292,27 @@ class Boundary(Task):
 
 
 @dataclasses.dataclass(frozen=True)
-class Segmentation(Task):
+class PixelMapTask(Task):
+    """Base of per-pixel tasks on `height` × `width` maps: targets and predictions are
+    `[height, width, channels]` unless a task says otherwise."""
+
+    height: int = dataclasses.field(kw_only=True)
+    width: int = dataclasses.field(kw_only=True)
+
+    dense: ClassVar[bool] = True
+    channels: ClassVar[int] = 1
+
+    @property
+    def output_shape(self):
+        return (self.height, self.width, self.channels)
+
+    @property
+    def target_shape(self):
+        return (self.height, self.width, self.channels)
+
+
+@dataclasses.dataclass(frozen=True)
+class Segmentation(PixelMapTask):
     """Semantic segmentation: per-pixel softmax cross-entropy, ignoring `ignore_label`.
 
     Prediction `[H, W, num_classes]` logits; target `[H, W]` integer labels in
@@ -310,10 +330,6 @@ class Segmentation(Task):
 
     num_classes: int
     ignore_label: int = -1
-    height: int = dataclasses.field(kw_only=True)
-    width: int = dataclasses.field(kw_only=True)
-
-    dense: ClassVar[bool] = True
 
     @property
     def output_shape(self):
@@ -360,7 +376,7 @@ class Segmentation(Task):
 
 
 @dataclasses.dataclass(frozen=True)
-class Depth(Task):
+class Depth(PixelMapTask):
     """Depth (or disparity) regression: L1 over valid pixels.
 
     Prediction and target `[H, W, 1]`; a pixel is valid where the target is nonzero
@@ -372,18 +388,7 @@ class Depth(Task):
     target`, both in the target's own units (not percent).
     """
 
-    height: int = dataclasses.field(kw_only=True)
-    width: int = dataclasses.field(kw_only=True)
-
-    dense: ClassVar[bool] = True
-
-    @property
-    def output_shape(self):
-        return (self.height, self.width, 1)
-
-    @property
-    def target_shape(self):
-        return (self.height, self.width, 1)
+    channels: ClassVar[int] = 1
 
     def _mask(self, target, valid):
         return (target != 0) & valid[:, None, None, None]
@@ -433,7 +438,7 @@ def normalize(x: Array, axis: int = -1) -> Array:
 
 
 @dataclasses.dataclass(frozen=True)
-class SurfaceNormal(Task):
+class SurfaceNormal(PixelMapTask):
     """Surface-normal estimation: cosine loss between the unit prediction and the target.
 
     Prediction and target `[H, W, 3]`; a pixel is valid where the target is not all zero
@@ -453,18 +458,7 @@ class SurfaceNormal(Task):
     and the threshold percentages are exact.
     """
 
-    height: int = dataclasses.field(kw_only=True)
-    width: int = dataclasses.field(kw_only=True)
-
-    dense: ClassVar[bool] = True
-
-    @property
-    def output_shape(self):
-        return (self.height, self.width, 3)
-
-    @property
-    def target_shape(self):
-        return (self.height, self.width, 3)
+    channels: ClassVar[int] = 3
 
     def _mask(self, target, valid):
         return jnp.any(target != 0, axis=-1) & valid[:, None, None]
