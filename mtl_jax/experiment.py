@@ -237,7 +237,12 @@ def build_experiment(
     for key in _NON_NEGATIVE_KEYS:
         if _get(config, key) < 0:
             raise ConfigError(f"config key {key!r} must be >= 0, got {_get(config, key)}")
-    if method.kind != weighting.JACOBIAN:
+    if config.weighting.rep_grad and method.blocks != "whole":
+        raise ConfigError(
+            f"config key 'weighting.rep_grad': method {config.weighting.name!r} with blocks="
+            f"{method.blocks!r} partitions the shared parameters; it needs parameter mode"
+        )
+    if not method.needs_row:
         try:
             method.init(tuple(tasks))
         except ValueError as error:

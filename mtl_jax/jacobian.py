@@ -18,12 +18,14 @@ From there:
   Gramian is `Σ_leaves J Jᵀ`, and the shared gradient is `Σ_t w_t g_t` from those rows.
 
 Rows are kept as a pytree with a leading task axis (never concatenated into one [T, P]
-matrix inside the step), so Gramians and combinations are leaf-wise sums.
+matrix inside the step), so Gramians and combinations are leaf-wise sums — and per-block
+Gramians (`block_gramians`, blocks from `mtl_jax.param_blocks`) are the same leaf sums
+grouped by block, at no extra cost.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import jax
@@ -186,19 +188,52 @@ def shared_jacobian(
     return jax.tree.map(lambda r: r.reshape(-1, *r.shape[2:])[:num_tasks], rows)
 
 
+def _leaf_gramian(leaf: jax.Array) -> jax.Array:
+    flat = leaf.reshape(leaf.shape[0], -1).astype(jnp.float32)
+    return jnp.matmul(flat, flat.T, precision=jax.lax.Precision.HIGHEST)
+
+
 def gramian(rows: PyTree) -> jax.Array:
     """`G = J Jᵀ` [T, T] of rows stored as a pytree with a leading task axis (float32)."""
-
-    def leaf_gramian(leaf):
-        flat = leaf.reshape(leaf.shape[0], -1).astype(jnp.float32)
-        return jnp.matmul(flat, flat.T, precision=jax.lax.Precision.HIGHEST)
-
-    return sum(jax.tree.leaves(jax.tree.map(leaf_gramian, rows)))
+    return sum(_leaf_gramian(leaf) for leaf in jax.tree.leaves(rows))
 
 
-def combine(weights: jax.Array, rows: PyTree) -> PyTree:
-    """`Σ_t w_t row_t` for rows stored as a pytree with a leading task axis."""
-    return jax.tree.map(lambda leaf: jnp.tensordot(weights.astype(leaf.dtype), leaf, axes=1), rows)
+def block_gramians(rows: PyTree, leaf_blocks: Sequence[int], num_blocks: int) -> jax.Array:
+    """Per-block Gramians [B, T, T]: block b sums the leaves `leaf_blocks` puts in it.
+
+    `leaf_blocks` gives each leaf's block in flattening order (`mtl_jax.param_blocks`); a
+    block with no leaf gets a zero Gramian. The blocks sum to `gramian(rows)`.
+    """
+    leaves = jax.tree.leaves(rows)
+    if len(leaves) != len(leaf_blocks):
+        raise ValueError(f"{len(leaf_blocks)} block indices for {len(leaves)} leaves")
+    num_tasks = leaves[0].shape[0]
+    blocks = [jnp.zeros((num_tasks, num_tasks), jnp.float32) for _ in range(num_blocks)]
+    for leaf, block in zip(leaves, leaf_blocks, strict=True):
+        blocks[block] = blocks[block] + _leaf_gramian(leaf)
+    return jnp.stack(blocks)
+
+
+def combine(
+    weights: jax.Array, rows: PyTree, leaf_blocks: Sequence[int] | None = None
+) -> PyTree:
+    """`Σ_t w_t row_t` for rows stored as a pytree with a leading task axis.
+
+    With `leaf_blocks` (each leaf's block, `block_gramians`), `weights` is [B, T] and each
+    leaf is combined with the weights of its block.
+    """
+    if leaf_blocks is None:
+        return jax.tree.map(
+            lambda leaf: jnp.tensordot(weights.astype(leaf.dtype), leaf, axes=1), rows
+        )
+    leaves, treedef = jax.tree.flatten(rows)
+    return jax.tree.unflatten(
+        treedef,
+        [
+            jnp.tensordot(weights[block].astype(leaf.dtype), leaf, axes=1)
+            for leaf, block in zip(leaves, leaf_blocks, strict=True)
+        ],
+    )
 
 
 def shared_gradient_from_rep(pullbacks: TaskPullbacks, weights: jax.Array) -> PyTree:

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from mtl_jax import jacobian
+from mtl_jax import jacobian, param_blocks
 from mtl_jax.losses import masked_sum
 from mtl_jax.models import MultiTaskModel
 from mtl_jax.tasks import Task
@@ -57,10 +57,11 @@ def create_train_state(
     `rep_grad` must match the train step's: a jacobian-kind method's state is shaped like
     one task's gradient, of the shared parameters or of the representation.
     """
+    _check_blocks(weighting, rep_grad)
     init_rng, rng = jax.random.split(jax.random.PRNGKey(seed))
     variables = model.init(init_rng, image)
     row = None
-    if weighting.kind == JACOBIAN:
+    if weighting.needs_row:
         if rep_grad:
             rep, _ = jax.eval_shape(
                 lambda v: model.apply_shared(
@@ -79,6 +80,22 @@ def create_train_state(
         weighting_state=weighting.init_for(model.task_names, row),
         rng=rng,
     )
+
+
+def _check_blocks(weighting: Weighting, rep_grad: bool) -> None:
+    """Blocks partition shared parameters: Gramian methods only, in parameter mode."""
+    param_blocks.check(weighting.blocks, "weighting")
+    if weighting.blocks == "whole":
+        return
+    if weighting.kind != GRAMIAN:
+        raise ValueError(
+            f"blocks={weighting.blocks!r} is for gramian-kind methods, not {weighting.kind!r}"
+        )
+    if rep_grad:
+        raise ValueError(
+            f"blocks={weighting.blocks!r} partitions the shared parameters; it needs "
+            "parameter mode (rep_grad=False)"
+        )
 
 
 def _norms_and_cosines(gram: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -135,7 +152,12 @@ def make_train_step(
     Returns:
       The step. `metrics` holds `loss` [T] and, for loss and Gramian methods, `weights`
       [T] (sorted task order); the method's own metrics under `weighting/<name>`; for
-      Gramian and jacobian methods `grad_norm` [T] and `grad_cosine` [T, T].
+      Gramian and jacobian methods `grad_norm` [T] and `grad_cosine` [T, T] (of the whole
+      shared gradient). A blocked method (`weighting.blocks`, e.g.
+      `gradvac(blocks="layer")`) gets one Gramian per parameter block; when it returns
+      per-block weights [B, T], each block's rows are combined with their own weights,
+      `block_weights` [B, T] is logged and `weights` is their mean over blocks (also what
+      `head_grads="weighted"` uses).
     """
     if head_grads not in HEAD_GRADS:
         raise ValueError(f"head_grads must be one of {list(HEAD_GRADS)}, got {head_grads!r}")
@@ -150,9 +172,23 @@ def make_train_step(
         raise ValueError(f"unsupported weighting kind {weighting.kind!r}; known: {list(KINDS)}")
     if head_grads == "weighted" and weighting.kind == JACOBIAN:
         raise ValueError('head_grads="weighted" needs task weights; jacobian methods have none')
+    _check_blocks(weighting, rep_grad)
     names = model.task_names
 
-    def shared_gradient(pullbacks, state):
+    def leaf_blocks(state, image):
+        """Each shared leaf's block and the block count (static, found while tracing)."""
+        last = None
+        if weighting.blocks == "last_layer":
+            order = param_blocks.call_order(
+                lambda p, s, x: model.apply_shared(p, s, x, train=False),
+                state.params["shared"],
+                state.batch_stats["shared"],
+                image,
+            )
+            last = param_blocks.last_layer(state.params["shared"], order)
+        return param_blocks.assign(state.params["shared"], weighting.blocks, last=last)
+
+    def shared_gradient(pullbacks, state, image):
         """(shared gradient, weights or None, weighting state, method metrics, diagnostics)."""
         losses = pullbacks.losses
         if weighting.kind == LOSS:
@@ -167,14 +203,23 @@ def make_train_step(
             rows = jacobian.shared_jacobian(
                 pullbacks, strategy=jacobian_strategy, chunk_size=jacobian_chunk_size
             )
-        gram = jacobian.gramian(rows)
+        if weighting.blocks == "whole":
+            gram = method_input = jacobian.gramian(rows)
+        else:
+            blocks, num_blocks = leaf_blocks(state, image)
+            method_input = jacobian.block_gramians(rows, blocks, num_blocks)
+            gram = jnp.sum(method_input, axis=0)
         norms, cosines = _norms_and_cosines(gram)
         diagnostics = {"grad_norm": norms, "grad_cosine": cosines}
         if weighting.kind == GRAMIAN:
             weights, weighting_state, method_metrics = weighting.update(
-                losses, state.weighting_state, gram
+                losses, state.weighting_state, method_input
             )
-            if rep_grad:
+            if weights.ndim == 2:  # per-block weights [B, T]
+                diagnostics["block_weights"] = weights
+                grads = jacobian.combine(weights, rows, blocks)
+                weights = jnp.mean(weights, axis=0)
+            elif rep_grad:
                 grads = jacobian.shared_gradient_from_rep(pullbacks, weights)
             else:
                 grads = jacobian.combine(weights, rows)
@@ -193,7 +238,7 @@ def make_train_step(
         )
         # The step is not differentiated: losses and weights are plain values here.
         shared_grads, weights, weighting_state, method_metrics, diagnostics = shared_gradient(
-            pullbacks, state
+            pullbacks, state, batch["image"]
         )
         task_grads = pullbacks.head_grads
         if head_grads == "weighted":

@@ -47,6 +47,11 @@ def aggregate(
       >>> J = jnp.array([[1.0, 0.0], [0.0, 2.0]])
       >>> direction, weights, _ = aggregate(mgda(), J)
     """
+    if method.blocks != "whole":
+        raise ValueError(
+            f"aggregate: a method with blocks={method.blocks!r} needs the shared-parameter "
+            "tree to form its blocks; a [T, P] matrix has none (use it in the train step)"
+        )
     jacobian = jnp.asarray(jacobian)
     if jacobian.ndim != 2:
         raise ValueError(f"aggregate: jacobian must be [T, P], got shape {jacobian.shape}")

@@ -4,9 +4,10 @@ A method is a factory taking keyword-only hyper-parameters and returning a `Weig
 two pure functions, the kind of gradient information `update` needs, and optionally a
 hook that sees the losses after the parameter update.
 
-* `init(task_names) -> state` (`JACOBIAN` methods: `init(task_names, row) -> state`, where
-  `row` is a pytree of `jax.ShapeDtypeStruct`, the shape of one task's gradient, so that
-  the state can hold gradient-shaped buffers). `task_names` is the sorted tuple of task
+* `init(task_names) -> state` (`JACOBIAN` methods and blocked `GRAMIAN` methods:
+  `init(task_names, row) -> state`, where `row` is a pytree of `jax.ShapeDtypeStruct`, the
+  shape of one task's gradient, so that the state can hold gradient-shaped buffers or
+  per-block values). `task_names` is the sorted tuple of task
   names; the state is a NamedTuple pytree of arrays named after the method (counters,
   histories, keys, learnable parameters with their own optax state).
 * `LOSS` and `GRAMIAN` methods:
@@ -15,6 +16,10 @@ hook that sees the losses after the parameter update.
   gradient); `gramian` is the [T, T] Gramian `J Jᵀ` of the per-task gradients, passed
   only to `GRAMIAN` methods; `weights` is [T]. The library turns weights into the update:
   the shared gradient is `Σ_t w_t g_t`.
+* Blocked `GRAMIAN` methods (`blocks` other than `"whole"`, see `mtl_jax.param_blocks`):
+  `gramian` is [B, T, T], one Gramian per parameter block (they sum to the full one), and
+  `weights` is [T] (every block) or [B, T] (block b's rows are combined with `weights[b]`).
+  Blocks partition shared *parameters*, so these methods need parameter mode.
 * `JACOBIAN` methods: `update(losses, state, rows) -> (direction, new_state, metrics)`.
   `rows` is the pytree of per-task gradients with a leading task axis [T, ...]; the
   `direction` has the shape of one row and *is* the shared gradient (parameter mode) or
@@ -45,18 +50,26 @@ Metrics = dict[str, jax.Array]
 
 
 class Weighting(NamedTuple):
-    """A task-weighting method: `init`, `update`, the `kind` of input `update` needs and
-    the optional `after_update` hook (see the module docstring)."""
+    """A task-weighting method: `init`, `update`, the `kind` of input `update` needs, the
+    optional `after_update` hook and, for Gramian methods, the parameter `blocks` their
+    Gramians are taken over (see the module docstring)."""
 
     init: Callable[..., State]
     update: Callable[..., tuple[Any, State, Metrics]]
     kind: str
     after_update: Callable[[jax.Array, jax.Array, State], tuple[State, Metrics]] | None = None
+    blocks: str = "whole"
+
+    @property
+    def needs_row(self) -> bool:
+        """Whether `init` takes the gradient shape `row` (jacobian kind, or blocked)."""
+        return self.kind == JACOBIAN or self.blocks != "whole"
 
     def init_for(self, task_names: Sequence[str], row: Any = None) -> State:
-        """`init` with the arguments this kind takes (`row` only for `JACOBIAN`)."""
-        if self.kind == JACOBIAN:
+        """`init` with the arguments this method takes (`row` only where `needs_row`)."""
+        if self.needs_row:
             if row is None:
-                raise ValueError("a jacobian-kind method needs the gradient shape to initialise")
+                what = "jacobian-kind" if self.kind == JACOBIAN else f"blocks={self.blocks!r}"
+                raise ValueError(f"a {what} method needs the gradient shape to initialise")
             return self.init(tuple(task_names), row)
         return self.init(tuple(task_names))

@@ -20,7 +20,12 @@ class GradNormState(NamedTuple):
     step: jax.Array
 
 
-def gradnorm(*, alpha: float = 1.5, learning_rate: float = 1e-3) -> Weighting:
+NORMS_ON = ("shared", "last_layer")
+
+
+def gradnorm(
+    *, alpha: float = 1.5, learning_rate: float = 1e-3, norms_on: str = "shared"
+) -> Weighting:
     """GradNorm, Chen, Badrinarayanan, Lee & Rabinovich, ICML 2018, Eq. 2 (LibMTL's form).
 
     Task weights `w = T · softmax(s)` (they sum to T) are learned so that the weighted
@@ -30,24 +35,31 @@ def gradnorm(*, alpha: float = 1.5, learning_rate: float = 1e-3) -> Weighting:
     `Σ_t |G_t − Ḡ r_t^α|` with the target held constant (Eq. 2), and returns the weights
     from before the step, which the model uses for `Σ_t w_t g_t`.
 
-    Conventions: `‖g_t‖` is the norm of task t's gradient as given by the trainer: all
-    shared parameters in parameter mode (LibMTL's choice), or the shared representation
-    with `rep_grad=True` — the output of the last shared layer, the cheap variant of the
-    paper's "last shared layer". `L(0)` are the losses of the first update (the paper's
+    Conventions: `‖g_t‖` is the norm of task t's gradient over the parameters `norms_on`
+    names. `"shared"` (default, LibMTL's choice): all shared parameters in parameter mode,
+    or the shared representation with `rep_grad=True` (the output of the last shared
+    layer). `"last_layer"`: the paper's subset `W`, the trunk's last layer of weights
+    (`mtl_jax.param_blocks`, blocks `"last_layer"`; parameter mode). The weights apply to
+    the whole shared gradient either way. `L(0)` are the losses of the first update (the paper's
     initial losses; LibMTL uses the first epoch's mean). LibMTL trains `s` with the
     model's optimizer and learning rate; here `s` has its own Adam (`learning_rate`).
 
     Args:
       alpha: the restoring-force strength α (paper's and LibMTL's default: 1.5).
       learning_rate: Adam learning rate of the weight logits.
+      norms_on: `"shared"` or `"last_layer"`, see above.
     """
     if alpha < 0 or learning_rate <= 0:
         raise ValueError(
             f"gradnorm: need alpha >= 0 and learning_rate > 0, got {alpha}, {learning_rate}"
         )
+    if norms_on not in NORMS_ON:
+        raise ValueError(f"gradnorm: norms_on must be one of {list(NORMS_ON)}, got {norms_on!r}")
     tx = optax.adam(learning_rate)
+    last_layer = norms_on == "last_layer"
 
-    def init(task_names):
+    def init(task_names, row=None):
+        del row  # the state does not depend on the parameters' shape
         num_tasks = len(task_names)
         logits = jnp.zeros((num_tasks,), jnp.float32)
         return GradNormState(
@@ -56,6 +68,8 @@ def gradnorm(*, alpha: float = 1.5, learning_rate: float = 1e-3) -> Weighting:
 
     def update(losses, state, gramian):
         num_tasks = losses.shape[0]
+        if last_layer:  # blocks: [every other parameter, the last layer]
+            gramian = gramian[1]
         norms = jnp.sqrt(jnp.maximum(jnp.diagonal(gramian), 0.0))
         initial = jnp.where(state.step == 0, losses, state.initial_losses)
         ratio = jnp.where(initial > 0, losses / jnp.where(initial > 0, initial, 1.0), 1.0)
@@ -80,4 +94,5 @@ def gradnorm(*, alpha: float = 1.5, learning_rate: float = 1e-3) -> Weighting:
         )
         return weights, new_state, {"gradnorm_loss": value}
 
-    return Weighting(init=init, update=update, kind=GRAMIAN)
+    blocks = "last_layer" if last_layer else "whole"
+    return Weighting(init=init, update=update, kind=GRAMIAN, blocks=blocks)
