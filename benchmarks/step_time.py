@@ -39,6 +39,11 @@ Fields of one run's JSON object:
   trainer's defaults unless given);
 * `median_s`, `steps_s` (every timed step, seconds), `warmup_s` (the warm-up steps; the
   first includes compilation);
+* `equal_median_s`, `equal_steps_s`: `equal`'s step on the same model, batch and initial
+  parameters, timed in the same process, each of its steps right after one of the
+  method's (for `equal` itself, its own steps). Step times drift between processes on a
+  shared 2-core machine by more than the differences measured (loss methods doing the
+  same work came out 46–63 ms in separate processes); interleaving cancels the drift;
 * `forward_s`, `forward_backward_s`: medians of F and F+B; `forward_steps_s`,
   `forward_backward_steps_s`: their timed steps;
 * `peak_rss_mb`: the process's peak resident memory (`ru_maxrss`) after the method's
@@ -47,9 +52,9 @@ Fields of one run's JSON object:
 * `jax_version`, `devices` (`jax.devices()`, described), `threads`, `steps`, `warmup`.
 
 `--method all` writes a JSON list with one object per method (`equal` first: it is run
-even when `--methods` leaves it out, as the reference), each with, in addition:
+even when `--methods` leaves it out), each with, in addition:
 
-* `ratio_to_equal`: `median_s / median_s(equal)`;
+* `ratio_to_equal`: `median_s / equal_median_s`, the same process's `equal`;
 * `minimal_work_ratio`: `(F + n_B·B + n_F·F) / (F + B)`, the step's least work relative
   to `equal`'s, with `n_B = T` for gramian/jacobian methods in parameter mode (T trunk
   backwards) and 1 otherwise (loss methods; `rep_grad` mode, where one pass through the
@@ -59,7 +64,8 @@ even when `--methods` leaves it out, as the reference), each with, in addition:
 * `target_ratio` = 1.1 × `minimal_work_ratio`, and `met`: `ratio_to_equal ≤ target_ratio`.
 
 A method whose process fails or passes `--timeout` seconds gets `{"method", "error"}`
-instead. `--markdown out.md` writes the table: method, median ms, ratio to equal,
+instead (`error`: the exit status and the exception line; `stderr_tail`: the traceback's
+end). `--markdown out.md` writes the table: method, median ms, equal ms, ratio to equal,
 minimal-work ratio, met, peak RSS.
 
 Threads: XLA's CPU client sizes its intra-op (Eigen) thread pool from the `NPROC`
@@ -77,6 +83,7 @@ import argparse
 import inspect
 import json
 import os
+import re
 import resource
 import statistics
 import subprocess
@@ -171,16 +178,16 @@ def engine_options(
     return passed, effective
 
 
-def _timed(call: Callable[[], Any], *, warmup: int, steps: int) -> tuple[list[float], list[float]]:
-    """Runs `call` (which blocks on its results) `warmup` then `steps` times.
+def _time_once(call: Callable[[], Any]) -> float:
+    """Seconds one `call()` (which blocks on its results) takes."""
+    start = time.perf_counter()
+    call()
+    return time.perf_counter() - start
 
-    Returns (warm-up times, timed step times) in seconds.
-    """
-    times = []
-    for _ in range(warmup + steps):
-        start = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - start)
+
+def _timed(call: Callable[[], Any], *, warmup: int, steps: int) -> tuple[list[float], list[float]]:
+    """Runs `call` `warmup` then `steps` times; returns (warm-up times, step times) in s."""
+    times = [_time_once(call) for _ in range(warmup + steps)]
     return times[:warmup], times[warmup:]
 
 
@@ -264,7 +271,30 @@ def run_one(
         state, metrics = step(state, workload.batch)
         jax.block_until_ready((state, metrics))
 
-    warmup_s, steps_s = _timed(one_step, warmup=warmup, steps=steps)
+    if method == "equal":
+        warmup_s, steps_s = _timed(one_step, warmup=warmup, steps=steps)
+        equal_steps_s = steps_s
+    else:
+        # `equal` on the same model, batch and initial parameters, its steps interleaved
+        # with the method's, so that both see the same machine state.
+        equal_fn = weighting.create("equal", **method_options("equal", workload.model.task_names))
+        equal_state = train.create_train_state(
+            workload.model, tx, equal_fn, workload.batch["image"], seed=seed
+        )
+        equal_step = train.make_train_step(workload.model, workload.tasks, tx, equal_fn)
+
+        def equal_one_step():
+            nonlocal equal_state
+            equal_state, metrics = equal_step(equal_state, workload.batch)
+            jax.block_until_ready((equal_state, metrics))
+
+        warmup_s, steps_s, equal_steps_s = [], [], []
+        for i in range(warmup + steps):
+            (warmup_s if i < warmup else steps_s).append(_time_once(one_step))
+            equal_time = _time_once(equal_one_step)
+            if i >= warmup:
+                equal_steps_s.append(equal_time)
+        del equal_state
     peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
     del state
     references = reference_times(workload, *initial, warmup=warmup, steps=steps)
@@ -280,6 +310,8 @@ def run_one(
         "median_s": statistics.median(steps_s),
         "steps_s": steps_s,
         "warmup_s": warmup_s,
+        "equal_median_s": statistics.median(equal_steps_s),
+        "equal_steps_s": equal_steps_s,
         "forward_s": statistics.median(references["forward"]),
         "forward_backward_s": statistics.median(references["forward_backward"]),
         "forward_steps_s": references["forward"],
@@ -322,20 +354,18 @@ def add_ratios(results: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     runs (with `error`) are returned unchanged.
 
     Raises:
-      ValueError: if there is no successful `equal` run to compare with.
+      ValueError: if no run succeeded (there is no F or F+B to compare with).
     """
     done = [r for r in results if "error" not in r]
-    equal = [r for r in done if r["method"] == "equal"]
-    if not equal:
-        raise ValueError("ratios need a successful 'equal' run; it failed or is missing")
-    equal_s = equal[0]["median_s"]
+    if not done:
+        raise ValueError("no successful run to take F and F+B from; the errors say why")
     forward_s = statistics.median(r["forward_s"] for r in done)
     forward_backward_s = statistics.median(r["forward_backward_s"] for r in done)
     out = []
     for run in results:
         run = dict(run)
         if "error" not in run:
-            run["ratio_to_equal"] = run["median_s"] / equal_s
+            run["ratio_to_equal"] = run["median_s"] / run["equal_median_s"]
             run["minimal_work_ratio"] = minimal_work_ratio(
                 kind=run["kind"],
                 rep_grad=run["rep_grad"],
@@ -366,14 +396,14 @@ def markdown_table(results: Sequence[Mapping[str, Any]]) -> str:
         f"median of {first.get('steps', '?')} steps after {first.get('warmup', '?')} warm-up. "
         f"Met: ratio to equal ≤ {TOLERANCE} × minimal-work ratio.",
         "",
-        "| method | rep_grad | median ms | ratio to equal | minimal-work ratio | met | "
-        "peak RSS MB |",
-        "|---|---|---:|---:|---:|---|---:|",
+        "| method | rep_grad | median ms | equal ms (same process) | ratio to equal | "
+        "minimal-work ratio | met | peak RSS MB |",
+        "|---|---|---:|---:|---:|---:|---|---:|",
     ]
     for run in results:
         if "error" in run:
             error = " ".join(str(run["error"]).split())[:120].replace("|", "\\|")
-            lines.append(f"| {run['method']} | | failed: {error} | | | | |")
+            lines.append(f"| {run['method']} | | failed: {error} | | | | | |")
             continue
         if "ratio_to_equal" in run:
             ratios = (
@@ -384,9 +414,17 @@ def markdown_table(results: Sequence[Mapping[str, Any]]) -> str:
             ratios = "– | – | –"
         lines.append(
             f"| {run['method']} | {str(run['rep_grad']).lower()} | {1e3 * run['median_s']:.2f} "
-            f"| {ratios} | {run['peak_rss_mb']:.0f} |"
+            f"| {1e3 * run['equal_median_s']:.2f} | {ratios} | {run['peak_rss_mb']:.0f} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def _exception_line(lines: Sequence[str]) -> str:
+    """The last `SomeError: message` line of a traceback, else its last line."""
+    for line in reversed(lines):
+        if re.match(r"^[A-Za-z_.]*(Error|Exception): ", line):
+            return line
+    return lines[-1] if lines else "(no output)"
 
 
 def run_all(
@@ -439,7 +477,11 @@ def run_all(
             if proc.returncode != 0 or not out.exists():
                 tail = proc.stderr.strip().splitlines()[-15:]
                 results.append(
-                    {"method": method, "error": f"exit {proc.returncode}: " + "\n".join(tail)}
+                    {
+                        "method": method,
+                        "error": f"exit {proc.returncode}: {_exception_line(tail)}",
+                        "stderr_tail": "\n".join(tail),
+                    }
                 )
                 continue
             run = json.loads(out.read_text())
@@ -449,7 +491,7 @@ def run_all(
                 flush=True,
             )
             results.append(run)
-    if not any(r["method"] == "equal" and "error" not in r for r in results):
+    if not any("error" not in r for r in results):
         return results  # nothing to compare with; the errors say why
     return add_ratios(results)
 

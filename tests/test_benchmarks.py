@@ -31,6 +31,8 @@ RUN_FIELDS = {
     "median_s": float,
     "steps_s": list,
     "warmup_s": list,
+    "equal_median_s": float,
+    "equal_steps_s": list,
     "forward_s": float,
     "forward_backward_s": float,
     "forward_steps_s": list,
@@ -120,7 +122,7 @@ def test_run_one_records_and_table(tmp_path):
         for field, kind in RUN_FIELDS.items():
             assert isinstance(run[field], kind), field
         assert run["workload"] == "W1" and run["num_tasks"] == 2
-        assert len(run["steps_s"]) == len(run["forward_steps_s"]) == 1
+        assert len(run["steps_s"]) == len(run["forward_steps_s"]) == len(run["equal_steps_s"]) == 1
         assert run["median_s"] > 0 and run["forward_backward_s"] > 0
         assert run["param_counts"]["total"] == 27_450
         json.dumps(run)  # serialisable as is
@@ -129,8 +131,11 @@ def test_run_one_records_and_table(tmp_path):
     assert (mgda["kind"], mgda["rep_grad"]) == ("gramian", True)
     assert mgda["options"] == {"normalization": "none"}  # LibMTL's default
 
+    assert equal["equal_steps_s"] == equal["steps_s"]  # its own steps
+    assert mgda["equal_median_s"] > 0
     table = step_time.add_ratios(runs + [{"method": "broken", "error": "boom"}])
     assert table[0]["ratio_to_equal"] == 1.0 and table[0]["met"]
+    assert table[1]["ratio_to_equal"] == mgda["median_s"] / mgda["equal_median_s"]
     assert table[1]["minimal_work_ratio"] == 1.0  # rep_grad mode
     assert table[1]["target_ratio"] == pytest.approx(step_time.TOLERANCE)
     assert table[2] == {"method": "broken", "error": "boom"}
@@ -140,6 +145,13 @@ def test_run_one_records_and_table(tmp_path):
     assert "failed: boom" in rows[3]
 
 
-def test_ratios_need_equal():
-    with pytest.raises(ValueError, match="equal"):
+def test_ratios_need_a_successful_run():
+    with pytest.raises(ValueError, match="no successful run"):
         step_time.add_ratios([{"method": "equal", "error": "boom"}])
+
+
+def test_failure_reports_the_exception_line():
+    tail = ["Traceback (most recent call last):", '  File "x.py", line 1', "ValueError: krum: T=2",
+            "--------------------", "For simplicity, JAX has removed its internal frames"]  # fmt: skip
+    assert step_time._exception_line(tail) == "ValueError: krum: T=2"
+    assert step_time._exception_line(["killed"]) == "killed"
