@@ -10,7 +10,7 @@ import math
 import jax
 import pytest
 
-from benchmarks import step_time, workloads
+from benchmarks import solver_time, step_time, workloads
 from mtl_jax import weighting
 
 # Parameter counts stated in WORKLOADS.md: (shared, total, {head: count}).
@@ -155,3 +155,26 @@ def test_failure_reports_the_exception_line():
             "--------------------", "For simplicity, JAX has removed its internal frames"]  # fmt: skip
     assert step_time._exception_line(tail) == "ValueError: krum: T=2"
     assert step_time._exception_line(["killed"]) == "killed"
+
+
+def test_solver_time_records_and_step_fraction():
+    runs = [
+        solver_time.time_update(name, 3, 50, steps=2, warmup=1) for name in ("mgda", "graddrop")
+    ]
+    assert [(r["kind"], r["num_tasks"], r["num_params"]) for r in runs] == [
+        ("gramian", 3, 50),
+        ("jacobian", 3, 50),
+    ]
+    assert all(r["median_s"] > 0 and len(r["steps_s"]) == 2 for r in runs)
+    step_runs = [
+        {"method": "mgda", "num_tasks": 3, "median_s": 4.0},
+        {"method": "mgda", "num_tasks": 3, "median_s": 9.0},  # a later file: ignored
+        {"method": "graddrop", "error": "boom"},
+    ]
+    solver_time.add_step_fractions(runs, step_runs)
+    assert runs[0]["step_s"] == 4.0
+    assert runs[0]["fraction_of_step"] == runs[0]["median_s"] / 4.0
+    assert "fraction_of_step" not in runs[1]
+    table = solver_time.markdown_table(runs + [{"method": "krum", "num_tasks": 2, "error": "T"}])
+    assert len([line for line in table.splitlines() if line.startswith("| ")]) == 4
+    assert "%" in table.splitlines()[2] and "failed: T" in table

@@ -11,6 +11,7 @@ import pytest
 
 from mtl_jax import jacobian, param_blocks, weighting
 from mtl_jax.train import create_train_state, make_train_step
+from tests.banks import bank_params, jacobian_bank
 from tests.helpers import multi_mnist_setup, relative_error
 
 
@@ -207,3 +208,45 @@ def test_blocked_methods_refuse_rep_grad_and_plain_matrices():
         weighting.gradvac(blocks="last_layer")
     with pytest.raises(ValueError, match="gradnorm: norms_on"):
         weighting.gradnorm(norms_on="layer")
+
+
+BLOCKED = {
+    "gradvac_layer": lambda: weighting.gradvac(blocks="layer"),
+    "gradvac_tensor": lambda: weighting.gradvac(blocks="tensor"),
+    "gradnorm_last_layer": lambda: weighting.gradnorm(norms_on="last_layer"),
+}
+
+
+@pytest.mark.parametrize("variant", sorted(BLOCKED))
+@pytest.mark.parametrize("case", bank_params(jacobian_bank()))
+def test_blocked_variants_keep_the_contract_on_the_bank(variant, case):
+    """Donated jit without recompiling, a stable state and finite output, with the bank's
+    columns split into two layers (the second one the 'last layer')."""
+    jac = jnp.asarray(jacobian_bank()[case])
+    num_tasks, num_params = jac.shape
+    split = max(num_params // 2, 1)
+    rows = {
+        "first": {"kernel": jac[:, :split, None]},
+        "last": {"kernel": jac[:, split:, None]},
+    }
+    row_shape = jax.eval_shape(lambda r: jax.tree.map(lambda x: x[0], r), rows)
+    method = BLOCKED[variant]()
+    ids, num_blocks = param_blocks.assign(row_shape, method.blocks, last=("last",))
+    state = method.init_for(weighting.default_task_names(num_tasks), row_shape)
+
+    def aggregate(rows, losses, state):
+        grams = jacobian.block_gramians(rows, ids, num_blocks)
+        weights, state, _ = method.update(losses, state, grams)
+        return jacobian.combine(weights, rows, ids if weights.ndim == 2 else None), weights, state
+
+    update = jax.jit(aggregate, donate_argnums=2)
+    losses = jnp.linspace(0.5, 2.0, num_tasks)
+    direction, weights, new_state = update(rows, losses, state)
+    direction, weights, new_state = update(rows, losses * 3, new_state)
+    assert update._cache_size() == 1, "recompiled on the second call"
+    want = (num_blocks, num_tasks) if variant.startswith("gradvac") else (num_tasks,)
+    assert weights.shape == want and np.all(np.isfinite(weights)), case
+    assert all(np.all(np.isfinite(leaf)) for leaf in jax.tree.leaves(direction)), case
+    assert jax.tree.structure(new_state) == jax.tree.structure(state)
+    for a, b in zip(jax.tree.leaves(new_state), jax.tree.leaves(state), strict=True):
+        assert a.shape == b.shape and a.dtype == b.dtype
