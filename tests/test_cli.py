@@ -65,6 +65,26 @@ def test_mgda_logs_solver_metrics(tmp_path, tiny_multi_mnist, data_dir):
     assert len(line["grad_cosine"]) == 3 and abs(sum(line["weights"].values()) - 1) < 1e-5
 
 
+def test_layerwise_gradvac_logs_block_weights(tmp_path, tiny_multi_mnist, data_dir):
+    workdir = tmp_path / "run"
+    result = run_cli(
+        workdir,
+        "--config.weighting.name=gradvac",
+        "--config.weighting.kwargs.blocks=layer",
+        "--config.num_steps=3",
+        data_dir=data_dir,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    line = [r for r in metrics_records(workdir) if "loss" in r][-1]
+    # One row of task weights per LeNet layer (Conv_0, Conv_1, Dense_0), three tasks each.
+    assert np.shape(line["block_weights"]) == (3, 3)
+    np.testing.assert_allclose(
+        [line["weights"][n] for n in sorted(line["weights"])],
+        np.mean(line["block_weights"], axis=0),
+        rtol=1e-5,
+    )
+
+
 def test_unknown_method_stops_before_compiling(tmp_path):
     workdir = tmp_path / "run"
     result = run_cli(workdir, "--config.weighting.name=nash")

@@ -100,6 +100,14 @@ def test_fixed_weights_from_the_command_line():
         ),
         (["weighting.rep_grad=true"], "does not use per-task gradients"),
         (
+            ["weighting.name=gradvac", "weighting.kwargs.blocks=layer", "weighting.rep_grad=true"],
+            r"'weighting.rep_grad'.*blocks='layer' partitions the shared parameters",
+        ),
+        (
+            ["weighting.name=gradvac", "weighting.kwargs.blocks=rows"],
+            r"'weighting': gradvac: blocks must be 'whole', 'layer' or 'tensor', got 'rows'",
+        ),
+        (
             ["optimizer.schedule=linear"],
             r"unknown value 'linear'; valid: \['constant', 'cosine', 'step'",
         ),
