@@ -214,9 +214,7 @@ def block_gramians(rows: PyTree, leaf_blocks: Sequence[int], num_blocks: int) ->
     return jnp.stack(blocks)
 
 
-def combine(
-    weights: jax.Array, rows: PyTree, leaf_blocks: Sequence[int] | None = None
-) -> PyTree:
+def combine(weights: jax.Array, rows: PyTree, leaf_blocks: Sequence[int] | None = None) -> PyTree:
     """`Σ_t w_t row_t` for rows stored as a pytree with a leading task axis.
 
     With `leaf_blocks` (each leaf's block, `block_gramians`), `weights` is [B, T] and each

@@ -82,9 +82,7 @@ def last_layer(tree: Any, order: Sequence[Path]) -> Path:
       ValueError: if no module in `order` owns a parameter of rank ≥ 2 in `tree`.
     """
     flat, _ = jax.tree_util.tree_flatten_with_path(tree)
-    owners = {
-        tuple(_key_name(k) for k in path[:-1]) for path, leaf in flat if len(leaf.shape) >= 2
-    }
+    owners = {tuple(_key_name(k) for k in path[:-1]) for path, leaf in flat if len(leaf.shape) >= 2}
     for path in reversed(order):
         if path in owners:
             return path

@@ -151,8 +151,13 @@ def test_ratios_need_a_successful_run():
 
 
 def test_failure_reports_the_exception_line():
-    tail = ["Traceback (most recent call last):", '  File "x.py", line 1', "ValueError: krum: T=2",
-            "--------------------", "For simplicity, JAX has removed its internal frames"]  # fmt: skip
+    tail = [
+        "Traceback (most recent call last):",
+        '  File "x.py", line 1',
+        "ValueError: krum: T=2",
+        "--------------------",
+        "For simplicity, JAX has removed its internal frames",
+    ]
     assert step_time._exception_line(tail) == "ValueError: krum: T=2"
     assert step_time._exception_line(["killed"]) == "killed"
 

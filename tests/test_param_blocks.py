@@ -96,9 +96,7 @@ def test_block_gramians_sum_to_the_gramian_and_combine_per_block():
     combined = jacobian.combine(weights, rows, leaf_blocks)
     np.testing.assert_allclose(combined["b"], np.tensordot(weights[0], rows["b"], 1), rtol=1e-6)
     for key in ("a", "c"):
-        np.testing.assert_allclose(
-            combined[key], np.tensordot(weights[1], rows[key], 1), rtol=1e-6
-        )
+        np.testing.assert_allclose(combined[key], np.tensordot(weights[1], rows[key], 1), rtol=1e-6)
     with pytest.raises(ValueError, match="2 block indices for 3 leaves"):
         jacobian.block_gramians(rows, (0, 0), 1)
 
@@ -121,9 +119,7 @@ def _per_task_shared_grads(model, tasks, state, batch):
         )
         return jacobian.loss_vector(tasks, preds, batch)[t]
 
-    grads = [
-        jax.grad(task_loss)(state.params["shared"], t) for t in range(len(model.task_names))
-    ]
+    grads = [jax.grad(task_loss)(state.params["shared"], t) for t in range(len(model.task_names))]
     return jax.tree.map(lambda *g: jnp.stack(g), *grads)
 
 
