@@ -5,6 +5,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 from mtl_jax.data import multi_mnist
 from mtl_jax.models import build_model
@@ -31,3 +32,11 @@ def multi_mnist_setup(trunk: str = "lenet", batch_size: int = 16, seed: int = 0)
 def relative_error(a, b) -> float:
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-30))
+
+
+def grad_recorder() -> optax.GradientTransformation:
+    """An 'optimizer' that keeps the last gradients in its state and changes nothing."""
+    return optax.GradientTransformation(
+        init=lambda params: jax.tree.map(jnp.zeros_like, params),
+        update=lambda grads, state, params=None: (jax.tree.map(jnp.zeros_like, grads), grads),
+    )

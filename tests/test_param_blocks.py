@@ -12,7 +12,7 @@ import pytest
 from mtl_jax import jacobian, param_blocks, weighting
 from mtl_jax.train import create_train_state, make_train_step
 from tests.banks import bank_params, jacobian_bank
-from tests.helpers import multi_mnist_setup, relative_error
+from tests.helpers import grad_recorder, multi_mnist_setup, relative_error
 
 
 class _OutOfOrderTrunk(nn.Module):
@@ -101,14 +101,6 @@ def test_block_gramians_sum_to_the_gramian_and_combine_per_block():
         jacobian.block_gramians(rows, (0, 0), 1)
 
 
-def _grad_recorder() -> optax.GradientTransformation:
-    """An 'optimizer' that keeps the last gradients in its state and changes nothing."""
-    return optax.GradientTransformation(
-        init=lambda params: jax.tree.map(jnp.zeros_like, params),
-        update=lambda grads, state, params=None: (jax.tree.map(jnp.zeros_like, grads), grads),
-    )
-
-
 def _per_task_shared_grads(model, tasks, state, batch):
     """[T]-stacked shared-parameter gradients of each task's loss, by plain `jax.grad`."""
 
@@ -126,7 +118,7 @@ def _per_task_shared_grads(model, tasks, state, batch):
 def test_layerwise_gradvac_combines_each_layer_with_its_own_weights():
     tasks, model, _, batch = multi_mnist_setup()
     method = weighting.gradvac(blocks="layer")
-    tx = _grad_recorder()
+    tx = grad_recorder()
     state = create_train_state(model, tx, method, batch["image"], seed=0)
     shared = state.params["shared"]
     ids, num_blocks = param_blocks.assign(shared, "layer")
@@ -167,7 +159,7 @@ def test_layerwise_gradvac_combines_each_layer_with_its_own_weights():
 
 def test_gradnorm_last_layer_measures_norms_on_the_last_layer():
     tasks, model, _, batch = multi_mnist_setup()
-    tx = _grad_recorder()
+    tx = grad_recorder()
     rows = None
     losses = {}
     for norms_on in ("shared", "last_layer"):

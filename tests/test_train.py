@@ -13,7 +13,7 @@ import pytest
 from mtl_jax import weighting
 from mtl_jax.losses import masked_mean
 from mtl_jax.train import create_train_state, make_train_step
-from tests.helpers import multi_mnist_setup, relative_error
+from tests.helpers import grad_recorder, multi_mnist_setup, relative_error
 
 
 def test_parameter_tree_is_exactly_shared_and_tasks():
@@ -37,14 +37,6 @@ def test_train_step_compiles_once(method):
     assert step._cache_size() == 1
     assert int(state.step) == 2
     assert metrics["loss"].shape == (3,) and metrics["weights"].shape == (3,)
-
-
-def _grad_recorder() -> optax.GradientTransformation:
-    """An 'optimizer' that keeps the last gradients in its state and changes nothing."""
-    return optax.GradientTransformation(
-        init=lambda params: jax.tree.map(jnp.zeros_like, params),
-        update=lambda grads, state, params=None: (jax.tree.map(jnp.zeros_like, grads), grads),
-    )
 
 
 def _objective_grads(model, tasks, state, batch, weights):
@@ -74,7 +66,7 @@ def test_loss_method_gradients(head_grads):
     weights = {"boundary": 0.5, "left": 2.0, "right": 0.25}
     w = weighting.fixed(weights=weights)
     vector = jnp.asarray([weights[n] for n in model.task_names])
-    tx = _grad_recorder()
+    tx = grad_recorder()
     state = create_train_state(model, tx, w, batch["image"], seed=0)
     weighted, unweighted = _objective_grads(model, tasks, state, batch, vector)
     step = make_train_step(model, tasks, tx, w, head_grads=head_grads, jit=False)
@@ -91,7 +83,7 @@ def test_loss_method_gradients(head_grads):
 def test_gramian_method_uses_its_weights_on_parameter_gradients():
     tasks, model, _, batch = multi_mnist_setup()
     w = weighting.mgda()
-    tx = _grad_recorder()
+    tx = grad_recorder()
     state = create_train_state(model, tx, w, batch["image"], seed=0)
     new_state, metrics = make_train_step(model, tasks, tx, w, jit=False)(state, batch)
     weighted, unweighted = _objective_grads(model, tasks, state, batch, metrics["weights"])
@@ -150,7 +142,7 @@ def _row_sum_method() -> weighting.Weighting:
 def test_jacobian_method_direction_is_the_shared_gradient(rep_grad):
     tasks, model, _, batch = multi_mnist_setup()
     w = _row_sum_method()
-    tx = _grad_recorder()
+    tx = grad_recorder()
     state = create_train_state(model, tx, w, batch["image"], seed=0, rep_grad=rep_grad)
     step = make_train_step(model, tasks, tx, w, rep_grad=rep_grad, jit=False)
     new_state, metrics = step(state, batch)
@@ -214,7 +206,7 @@ def test_dropout_key_comes_from_seed_and_step():
         "targets": {"seg": jnp.asarray(rng.integers(0, 3, size=(2, 16, 16)), jnp.int32)},
     }
     w = weighting.equal()
-    tx = _grad_recorder()
+    tx = grad_recorder()
     state = create_train_state(model, tx, w, batch["image"], seed=0)
     step = jax.jit(make_train_step(model, tasks, tx, w, jit=False))  # no donation: reused
     first = step(state, batch)[0].opt_state
