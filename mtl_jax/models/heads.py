@@ -12,6 +12,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from mtl_jax.models.conv import Conv
 from mtl_jax.models.layers import (
     Dtype,
     batch_norm,
@@ -70,8 +71,8 @@ class DenseHead(nn.Module):
             x = nn.Dense(height * width * channels, dtype=self.dtype)(x)
             return x.reshape((-1, height, width, channels))
         pad = ((1, 1), (1, 1))
-        x = nn.relu(nn.Conv(self.hidden, (3, 3), padding=pad, dtype=self.dtype)(rep))
-        x = nn.Conv(channels, (1, 1), dtype=self.dtype)(x)
+        x = nn.relu(Conv(self.hidden, (3, 3), padding=pad, dtype=self.dtype)(rep))
+        x = Conv(channels, (1, 1), dtype=self.dtype)(x)
         if x.shape[1:3] != (height, width):
             x = jax.image.resize(x, (x.shape[0], height, width, channels), "bilinear")
         return x

@@ -13,6 +13,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mtl_jax.models.conv import Conv
+
 Dtype = Any
 
 # torch's initialisers, so that ports of reference models start from the same distributions.
@@ -48,7 +50,7 @@ def conv(
 ) -> nn.Conv:
     """A square convolution with torch's symmetric padding `dilation · (kernel // 2)`."""
     pad = dilation * (kernel // 2)
-    return nn.Conv(
+    return Conv(
         features,
         (kernel, kernel),
         strides=(stride, stride),

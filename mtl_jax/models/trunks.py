@@ -12,6 +12,7 @@ from collections.abc import Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from mtl_jax.models.conv import Conv
 from mtl_jax.models.layers import (
     TORCH_DEFAULT,
     Dtype,
@@ -68,7 +69,7 @@ class LeNet(nn.Module):
     def __call__(self, x, *, train: bool = True):
         del train
         x = nn.relu(max_pool_2x2(PatchConv(10, (5, 5), dtype=self.dtype, name="Conv_0")(x)))
-        x = nn.Conv(20, (5, 5), padding="VALID", dtype=self.dtype, name="Conv_1")(x)
+        x = Conv(20, (5, 5), padding="VALID", dtype=self.dtype, name="Conv_1")(x)
         x = nn.relu(max_pool_2x2(x))
         x = x.reshape((x.shape[0], -1))
         return nn.relu(nn.Dense(50, dtype=self.dtype)(x))
@@ -87,8 +88,8 @@ class SeedCNN(nn.Module):
     def __call__(self, x, *, train: bool = True):
         del train
         pad = ((1, 1), (1, 1))
-        x = max_pool_2x2(nn.relu(nn.Conv(16, (3, 3), padding=pad, dtype=self.dtype)(x)))
-        return max_pool_2x2(nn.relu(nn.Conv(32, (3, 3), padding=pad, dtype=self.dtype)(x)))
+        x = max_pool_2x2(nn.relu(Conv(16, (3, 3), padding=pad, dtype=self.dtype)(x)))
+        return max_pool_2x2(nn.relu(Conv(32, (3, 3), padding=pad, dtype=self.dtype)(x)))
 
 
 class _ConvBN(nn.Module):
@@ -102,7 +103,7 @@ class _ConvBN(nn.Module):
     @nn.compact
     def __call__(self, x, *, train: bool):
         pad = self.kernel // 2
-        x = nn.Conv(
+        x = Conv(
             self.features,
             (self.kernel, self.kernel),
             strides=(self.stride, self.stride),
@@ -172,7 +173,7 @@ class CelebACNN(nn.Module):
         if len(self.channels) != 7:
             raise ValueError(f"CelebACNN needs 7 channel widths, got {tuple(self.channels)}")
         for index, features in enumerate(self.channels):
-            x = nn.Conv(
+            x = Conv(
                 features,
                 (3, 3),
                 padding=((1, 1), (1, 1)),
