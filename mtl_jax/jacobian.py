@@ -214,6 +214,19 @@ def block_gramians(rows: PyTree, leaf_blocks: Sequence[int], num_blocks: int) ->
     return jnp.stack(blocks)
 
 
+def reduce_tasks(op: Callable[[jax.Array, jax.Array], jax.Array], leaf: jax.Array) -> jax.Array:
+    """Reduce the leading task axis of `leaf` [T, ...] with an elementwise binary `op`.
+
+    Written as T − 1 elementwise ops, which XLA fuses into one loop. XLA's CPU reduction
+    over the major axis is far slower: `jnp.sum(rows, axis=0)` on [40, 307,360] float32
+    took 128 ms on 2 cores, this 2.5 ms (7.3 ms and 0.3 ms at T = 3).
+    """
+    result = leaf[0]
+    for t in range(1, leaf.shape[0]):
+        result = op(result, leaf[t])
+    return result
+
+
 def combine(weights: jax.Array, rows: PyTree, leaf_blocks: Sequence[int] | None = None) -> PyTree:
     """`Σ_t w_t row_t` for rows stored as a pytree with a leading task axis.
 

@@ -118,3 +118,12 @@ def test_task_chunks_give_the_same_rows(strategy, chunk_size):
         assert relative_error(b, a) <= 1e-5
     with pytest.raises(ValueError, match="chunk_size must be a positive integer"):
         jacobian.shared_jacobian(pullbacks, chunk_size=0)
+
+
+def test_reduce_tasks_equals_the_axis_zero_reduction():
+    leaf = jax.random.normal(jax.random.key(0), (5, 3, 4))
+    np.testing.assert_allclose(
+        jacobian.reduce_tasks(jnp.add, leaf), jnp.sum(leaf, axis=0), rtol=1e-6, atol=1e-6
+    )
+    np.testing.assert_array_equal(jacobian.reduce_tasks(jnp.maximum, leaf), leaf.max(axis=0))
+    np.testing.assert_array_equal(jacobian.reduce_tasks(jnp.add, leaf[:1]), leaf[0])

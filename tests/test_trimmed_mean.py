@@ -29,6 +29,23 @@ def test_one_outlier_row_cannot_move_the_direction_out_of_the_inliers(scale):
     np.testing.assert_allclose(d, np.sort(jac, axis=0)[1:-1].mean(0), rtol=1e-6)
 
 
+@pytest.mark.parametrize("num_tasks, trim_number", [(3, 1), (5, 2), (8, 3), (40, 1), (40, 19)])
+def test_equals_the_mean_of_the_sorted_middle_with_ties(num_tasks, trim_number):
+    """Integer values make ties common: exactly `b` values leave from each end anyway."""
+    rng = np.random.default_rng(num_tasks + trim_number)
+    jac = rng.integers(-2, 3, size=(num_tasks, 300)).astype(np.float32)
+    rows = {
+        "a": jnp.asarray(jac[:, :100].reshape(num_tasks, 10, 10)),
+        "b": jnp.asarray(jac[:, 100:]),
+    }
+    method = trimmed_mean(trim_number=trim_number)
+    state = method.init(weighting.default_task_names(num_tasks), None)
+    direction, _, _ = jax.jit(method.update)(None, state, rows)
+    want = np.sort(jac, axis=0)[trim_number : num_tasks - trim_number].mean(0)
+    got = np.concatenate([np.asarray(direction["a"]).ravel(), np.asarray(direction["b"])])
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+
+
 def test_trim_zero_is_the_mean():
     jac = jacobian_bank()["random4"]
     direction, weights, _ = _aggregate(trimmed_mean(trim_number=0), jac)

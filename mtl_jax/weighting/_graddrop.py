@@ -8,6 +8,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from mtl_jax.jacobian import reduce_tasks
 from mtl_jax.weighting._base import JACOBIAN, Weighting
 
 
@@ -77,15 +78,15 @@ def graddrop(*, leak: float = 0.0, seed: int = 0) -> Weighting:
             u = uniforms[offset : offset + size].reshape(leaf.shape[1:])
             offset += size
             grads = leaf.astype(jnp.float32)
-            total = jnp.sum(grads, axis=0)
-            magnitude = jnp.sum(jnp.abs(grads), axis=0)
+            total = reduce_tasks(jnp.add, grads)
+            magnitude = reduce_tasks(jnp.add, jnp.abs(grads))
             # Same-sign coordinates give total = ±magnitude bit for bit, so P is exactly
             # 0 or 1 there and U ∈ [0, 1) always keeps them.
             ratio = jnp.where(magnitude > 0, total / jnp.where(magnitude > 0, magnitude, 1.0), 0.0)
             purity = 0.5 * (1.0 + ratio)
             mask = jnp.where(grads > 0, purity > u, purity <= u)
             scale = leak + (1.0 - leak) * mask.astype(jnp.float32)
-            directions.append(jnp.sum(scale * grads, axis=0).astype(leaf.dtype))
+            directions.append(reduce_tasks(jnp.add, scale * grads).astype(leaf.dtype))
             present = grads != 0
             axes = tuple(range(1, grads.ndim))
             kept = kept + jnp.sum(present & mask, axis=axes)

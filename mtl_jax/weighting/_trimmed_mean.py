@@ -7,6 +7,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from mtl_jax.jacobian import reduce_tasks
 from mtl_jax.weighting._base import JACOBIAN, Weighting
 
 
@@ -58,9 +59,27 @@ def trimmed_mean(*, trim_number: int = 1) -> Weighting:
         check(num_tasks)
 
         def trim(leaf):
-            ordered = jnp.sort(leaf, axis=0)
-            return jnp.mean(ordered[trim_number : num_tasks - trim_number], axis=0)
+            # 2b arg-extreme passes over the rows and one fused sum. XLA's CPU sort along
+            # the task axis is much slower: at T = 40 and 307,360 coordinates, the sort
+            # alone took 1.4 s and this whole update with b = 1 under 0.1 s. The kept
+            # values are summed (not the total less the extremes), so an outlier cannot
+            # cancel the others' precision.
+            kept = jnp.ones(leaf.shape, bool)
+            for _ in range(trim_number):
+                kept = _drop_extreme(leaf, kept, largest=True)
+                kept = _drop_extreme(leaf, kept, largest=False)
+            total = reduce_tasks(jnp.add, jnp.where(kept, leaf, 0))
+            return (total / (num_tasks - 2 * trim_number)).astype(leaf.dtype)
 
         return jax.tree.map(trim, rows), state, {}
 
     return Weighting(init=init, update=update, kind=JACOBIAN)
+
+
+def _drop_extreme(values, kept, *, largest: bool):
+    """`kept` less, per coordinate, the index of the largest (smallest) kept value."""
+    fill = -jnp.inf if largest else jnp.inf
+    candidates = jnp.where(kept, values, fill)
+    index = jnp.argmax(candidates, axis=0) if largest else jnp.argmin(candidates, axis=0)
+    tasks = jnp.arange(values.shape[0]).reshape((-1,) + (1,) * (values.ndim - 1))
+    return kept & (tasks != index)
