@@ -120,6 +120,51 @@ def test_task_chunks_give_the_same_rows(strategy, chunk_size):
         jacobian.shared_jacobian(pullbacks, chunk_size=0)
 
 
+def _jacobian_temp_bytes(num_tasks: int, chunk_size: int) -> int:
+    """Temporary bytes XLA assigns to `shared_jacobian` of a trunk with large activations.
+
+    The trunk has few parameters ([C] per layer) and [N, C] activations, so each task's
+    backward pass needs about 4 MiB per layer of temporaries, and the rows are small.
+    """
+    n, c, layers = 4096, 256, 4
+
+    def trunk(params, x):
+        for scale in params:
+            x = jnp.tanh(x * scale)
+        return jnp.mean(x, axis=0)
+
+    def rows(params, x, cotangents):
+        _, pullback = jax.vjp(lambda p: trunk(p, x), params)
+        pullbacks = jacobian.TaskPullbacks(
+            losses=jnp.zeros(num_tasks),
+            preds={},
+            rep_grads=cotangents,
+            head_grads={},
+            trunk_pullback=lambda z: pullback(z)[0],
+            batch_stats={},
+        )
+        return jacobian.shared_jacobian(pullbacks, chunk_size=chunk_size)
+
+    args = (
+        [jax.ShapeDtypeStruct((c,), jnp.float32)] * layers,
+        jax.ShapeDtypeStruct((n, c), jnp.float32),
+        jax.ShapeDtypeStruct((num_tasks, c), jnp.float32),
+    )
+    compiled = jax.jit(rows).lower(*args).compile()
+    return compiled.memory_analysis().temp_size_in_bytes
+
+
+def test_task_chunks_bound_the_backward_memory():
+    # One task's backward pass holds [4096, 256] float32 temporaries (4 MiB each). With
+    # chunks of 1, going from 2 to 8 tasks must not add six tasks' worth of them: XLA
+    # has to finish one chunk before it starts the next.
+    activation = 4096 * 256 * 4
+    growth = _jacobian_temp_bytes(8, 1) - _jacobian_temp_bytes(2, 1)
+    assert growth < activation, f"temporaries grew by {growth / 2**20:.1f} MiB"
+    # Without chunking, the compiler is free to overlap them (and on CPU it does).
+    assert _jacobian_temp_bytes(8, None) > _jacobian_temp_bytes(8, 1)
+
+
 def test_reduce_tasks_equals_the_axis_zero_reduction():
     leaf = jax.random.normal(jax.random.key(0), (5, 3, 4))
     np.testing.assert_allclose(
