@@ -151,6 +151,41 @@ def _conv2d_bwd(strides, pads, dilation, precision, residuals, dy):
 _conv2d.defvjp(_conv2d_fwd, _conv2d_bwd)
 
 
+def patches(x, kernel_size, out_size, strides=(1, 1), dilation=(1, 1)):
+    """Image patches [N, H', W', kh·kw·C] of an (already padded) NHWC input `x`.
+
+    Patch element (i, j, c) sits at index (i·kw + j)·C + c, the order of an HWIO kernel
+    reshaped to [kh·kw·C, F], so `patches @ kernel.reshape(-1, F)` is the convolution.
+    Built from kh·kw shifted, strided slices (no gather).
+
+    Args:
+      x: input [N, H, W, C], padding already applied.
+      kernel_size: (kh, kw).
+      out_size: (H', W'), the convolution's output size.
+      strides, dilation: the convolution's window strides and kernel dilation.
+    """
+    kh, kw = kernel_size
+    out_h, out_w = out_size
+    return jnp.concatenate(
+        [
+            lax.slice(
+                x,
+                (0, i * dilation[0], j * dilation[1], 0),
+                (
+                    x.shape[0],
+                    i * dilation[0] + strides[0] * (out_h - 1) + 1,
+                    j * dilation[1] + strides[1] * (out_w - 1) + 1,
+                    x.shape[3],
+                ),
+                (1, strides[0], strides[1], 1),
+            )
+            for i in range(kh)
+            for j in range(kw)
+        ],
+        axis=-1,
+    )
+
+
 def kernel_grad(x, dy, kernel_shape, strides, pads: Pads, dilation, precision=None):
     """∂⟨dy, conv(x, k)⟩/∂k as chunked `patchesᵀ · dy`; the module docstring has the math.
 
@@ -169,31 +204,13 @@ def kernel_grad(x, dy, kernel_shape, strides, pads: Pads, dilation, precision=No
     per_image = out_h * out_w * kh * kw * channels * x.dtype.itemsize
     chunk = _largest_divisor_at_most(n, max(1, PATCH_CHUNK_BYTES // per_image))
 
-    def patches(x):
-        return jnp.concatenate(
-            [
-                lax.slice(
-                    x,
-                    (0, i * dilation[0], j * dilation[1], 0),
-                    (
-                        x.shape[0],
-                        i * dilation[0] + strides[0] * (out_h - 1) + 1,
-                        j * dilation[1] + strides[1] * (out_w - 1) + 1,
-                        channels,
-                    ),
-                    (1, strides[0], strides[1], 1),
-                )
-                for i in range(kh)
-                for j in range(kw)
-            ],
-            axis=-1,
-        )
-
     def accumulate(total, chunk_xy):
         x, dy = chunk_xy
         rows = x.shape[0] * out_h * out_w
         product = lax.dot_general(
-            patches(x).reshape(rows, kh * kw * channels),
+            patches(x, (kh, kw), (out_h, out_w), strides, dilation).reshape(
+                rows, kh * kw * channels
+            ),
             dy.reshape(rows, features),
             (((0,), (0,)), ((), ())),
             precision=precision,

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from mtl_jax.models.conv import Conv
+from mtl_jax.models.conv import Conv, patches
 from mtl_jax.models.layers import (
     TORCH_DEFAULT,
     Dtype,
@@ -46,12 +46,8 @@ class PatchConv(nn.Module):
         bias = self.param("bias", nn.initializers.zeros_init(), (self.features,))
         x, kernel, bias = (a.astype(self.dtype) for a in (x, kernel, bias))
         out_h, out_w = x.shape[1] - kh + 1, x.shape[2] - kw + 1
-        patches = jnp.stack(
-            [x[:, i : i + out_h, j : j + out_w, :] for i in range(kh) for j in range(kw)],
-            axis=-2,
-        )
-        matrix = kernel.reshape(kh * kw, channels, self.features)
-        return jnp.einsum("bhwpc,pcf->bhwf", patches, matrix) + bias
+        windows = patches(x, (kh, kw), (out_h, out_w))
+        return windows @ kernel.reshape(kh * kw * channels, self.features) + bias
 
 
 class LeNet(nn.Module):
