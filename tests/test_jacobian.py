@@ -120,7 +120,7 @@ def test_task_chunks_give_the_same_rows(strategy, chunk_size):
         jacobian.shared_jacobian(pullbacks, chunk_size=0)
 
 
-def _jacobian_temp_bytes(num_tasks: int, chunk_size: int) -> int:
+def _jacobian_temp_bytes(num_tasks: int, chunk_size: int | None) -> int:
     """Temporary bytes XLA assigns to `shared_jacobian` of a trunk with large activations.
 
     The trunk has few parameters ([C] per layer) and [N, C] activations, so each task's
