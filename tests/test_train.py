@@ -193,6 +193,7 @@ def test_after_update_gets_the_losses_under_the_new_parameters():
     assert "weighting/after_mean" in metrics
 
 
+@pytest.mark.slow  # one ResNet-18 compile: about 65 s on 2 cores
 def test_dropout_key_comes_from_seed_and_step():
     """ResNet DeepLab heads use dropout: the step feeds it fold_in(rng, step)."""
     from mtl_jax.models import build_model
