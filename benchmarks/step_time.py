@@ -13,6 +13,10 @@ the ratios to `equal` and a Markdown table::
     python -m benchmarks.step_time --workload W3 --method all --methods equal,mgda,famo \\
         --json w3.json
 
+Several such lists (batches of one long table) merged into one (`merge_runs`)::
+
+    python -m benchmarks.step_time --merge a.json b.json --json w3.json --markdown w3.md
+
 The timed step is `mtl_jax.train.make_train_step(model, tasks, optax.adam(lr), method,
 rep_grad=...)` on a state from `create_train_state`: forward, loss vector, the method's
 backward and aggregation, Adam on every parameter, and (methods with an `after_update`
@@ -496,14 +500,58 @@ def run_all(
     return add_ratios(results)
 
 
+_RATIO_FIELDS = ("ratio_to_equal", "minimal_work_ratio", "target_ratio", "met")
+
+
+def merge_runs(lists: Sequence[Sequence[Mapping[str, Any]]]) -> list[dict[str, Any]]:
+    """One table from several `--method all` results of the same workload and settings.
+
+    A long table (W3 in parameter mode: minutes per method) can then be measured in
+    batches. Each row keeps its own in-process `equal`; the `equal` row of the first list
+    is kept and the others dropped; F and F+B for the minimal-work ratios become the
+    medians over every run (`add_ratios`).
+
+    Raises:
+      ValueError: if the lists differ in workload, rep_grad, steps, warm-up or engine
+        options, or a method other than `equal` appears twice.
+    """
+    keys = ("workload", "rep_grad", "steps", "warmup", "jacobian_strategy", "jacobian_chunk_size")
+    merged: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    reference: dict[str, Any] | None = None
+    for index, runs in enumerate(lists):
+        for run in runs:
+            method = run["method"]
+            if method == "equal" and "equal" in seen:
+                continue
+            if method in seen:
+                raise ValueError(f"method {method!r} appears in more than one list")
+            if "error" not in run and method != "equal":
+                settings = {k: run[k] for k in keys}
+                if reference is None:
+                    reference = settings
+                elif settings != reference:
+                    raise ValueError(
+                        f"list {index}, method {method!r}: settings {settings} differ from "
+                        f"{reference}"
+                    )
+            seen.add(method)
+            merged.append({k: v for k, v in run.items() if k not in _RATIO_FIELDS})
+    return add_ratios(merged)
+
+
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.step_time",
         description="Time one training step per weighting method (see the module docstring).",
     )
-    parser.add_argument("--workload", required=True, choices=workloads.WORKLOADS)
+    parser.add_argument("--workload", choices=workloads.WORKLOADS)
+    parser.add_argument("--method", help="a method of mtl_jax.weighting.METHODS, or 'all'")
     parser.add_argument(
-        "--method", required=True, help="a method of mtl_jax.weighting.METHODS, or 'all'"
+        "--merge",
+        type=Path,
+        nargs="+",
+        help="instead of timing: merge these --method all JSON lists into one (merge_runs)",
     )
     parser.add_argument(
         "--methods", help="with --method all: comma-separated subset (default: every method)"
@@ -522,6 +570,12 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--json", type=Path, help="write the result here")
     parser.add_argument("--markdown", type=Path, help="with --method all: write the table here")
     args = parser.parse_args(argv)
+    if args.merge:
+        if args.workload or args.method or args.methods:
+            parser.error("--merge takes no --workload, --method or --methods")
+        return args
+    if not args.workload or not args.method:
+        parser.error("--workload and --method are required (unless --merge)")
     if args.method != "all" and (args.methods or args.markdown):
         parser.error("--methods and --markdown go with --method all")
     return args
@@ -540,7 +594,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         "jacobian_strategy": args.jacobian_strategy,
         "jacobian_chunk_size": args.jacobian_chunk_size,
     }
-    if args.method == "all":
+    if args.merge:
+        result = merge_runs([json.loads(path.read_text()) for path in args.merge])
+        if args.markdown:
+            args.markdown.write_text(markdown_table(result))
+    elif args.method == "all":
         methods = args.methods.split(",") if args.methods else list(weighting.METHODS)
         unknown = [m for m in methods if m not in weighting.METHODS]
         if unknown:

@@ -150,6 +150,57 @@ def test_ratios_need_a_successful_run():
         step_time.add_ratios([{"method": "equal", "error": "boom"}])
 
 
+def _fake_run(method, kind, median_s, equal_s, forward_s, chunk=4):
+    return {
+        "workload": "W3", "method": method, "kind": kind, "after_update": False,
+        "rep_grad": False, "num_tasks": 40, "steps": 1, "warmup": 1,
+        "jacobian_strategy": "unrolled", "jacobian_chunk_size": chunk,
+        "median_s": median_s, "equal_median_s": equal_s, "forward_s": forward_s,
+        "forward_backward_s": 3 * forward_s, "peak_rss_mb": 1.0,
+    }  # fmt: skip
+
+
+def test_merge_runs_keeps_one_equal_and_recomputes_ratios(tmp_path):
+    first = step_time.add_ratios(
+        [_fake_run("equal", "loss", 2.0, 2.0, 1.0), _fake_run("mgda", "gramian", 40.0, 2.0, 1.0)]
+    )
+    second = step_time.add_ratios(
+        [
+            _fake_run("equal", "loss", 3.0, 3.0, 2.0),
+            _fake_run("krum", "gramian", 30.0, 3.0, 2.0),
+            {"method": "moco", "error": "timed out"},
+        ]
+    )
+    paths = []
+    for index, runs in enumerate((first, second)):
+        paths.append(tmp_path / f"{index}.json")
+        paths[-1].write_text(json.dumps(runs))
+    out, table = tmp_path / "merged.json", tmp_path / "merged.md"
+    step_time.main(["--merge", *map(str, paths), "--json", str(out), "--markdown", str(table)])
+    merged = json.loads(out.read_text())
+    assert [r["method"] for r in merged] == ["equal", "mgda", "krum", "moco"]
+    assert merged[0]["median_s"] == 2.0  # the first list's equal
+    assert merged[2]["ratio_to_equal"] == 10.0  # against its own in-process equal
+    # F and F+B: medians over the three successful runs (F = 1, 1, 2; F+B = 3·F).
+    expected = step_time.minimal_work_ratio(
+        kind="gramian", rep_grad=False, after_update=False, num_tasks=40,
+        forward_s=1.0, forward_backward_s=3.0,
+    )  # fmt: skip
+    assert merged[1]["minimal_work_ratio"] == merged[2]["minimal_work_ratio"] == expected
+    assert merged[3] == {"method": "moco", "error": "timed out"}
+    assert "| krum |" in table.read_text()
+
+    with pytest.raises(ValueError, match="'mgda' appears in more than one list"):
+        step_time.merge_runs([first, first])
+    other = [_fake_run("pcgrad", "gramian", 40.0, 2.0, 1.0, chunk=8)]
+    with pytest.raises(ValueError, match="method 'pcgrad': settings"):
+        step_time.merge_runs([first, other])
+    with pytest.raises(SystemExit):
+        step_time._parse_args(["--merge", "a.json", "--workload", "W1"])
+    with pytest.raises(SystemExit):
+        step_time._parse_args(["--workload", "W1"])
+
+
 def test_failure_reports_the_exception_line():
     tail = [
         "Traceback (most recent call last):",
