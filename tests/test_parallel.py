@@ -15,19 +15,19 @@ import sys
 import numpy as np
 import pytest
 
-from mtl_jax import parallel, weighting
+from mtl_jax import parallel
 from mtl_jax.distributed import distributed_environment
 from tests.cli import ROOT, metrics_records, run_cli, start_cli
 
 DEVICES = 8
-# `equal`, `mgda` and another Gramian method.
-SECOND_GRAMIAN = next(
-    m
-    for m in ("upgrad", "cagrad", "pcgrad", "nash_mtl", "gradvac", "gradnorm")
-    if m in weighting.METHODS
-)
-METHODS = ("equal", "mgda", SECOND_GRAMIAN)
+METHODS = ("equal", "mgda", "upgrad")
 STEPS = 2
+# The solvers stop at a tolerance, and rounding that differs between 1 and 8 devices can
+# move the stop by one iteration: a weight difference of the tolerance's order (CI saw
+# 9e-4 in MGDA's update). With no tolerance they run to the cap and converge to rounding
+# level on both meshes (1e-12 is below float32 rounding), so the comparison checks the
+# sharding, not the stopping rule.
+SOLVER_OPTIONS = {"mgda": {"tol": 1e-12}, "upgrad": {"tol": 1e-12}}
 
 # Runs in the 8-device child: STEPS steps of each method from the same state and batches
 # on a 1-device mesh and an 8-device mesh (for mgda also with large leaves split), with
@@ -37,7 +37,7 @@ STEPS = 2
 _CHILD = """
 import json, sys
 import jax, numpy as np, optax
-from mtl_jax import parallel, weighting
+from mtl_jax import parallel
 from mtl_jax.train import create_train_state
 from tests.helpers import multi_mnist_setup, relative_error
 
@@ -47,7 +47,7 @@ for method in {methods}:
     tasks, model, _, _ = multi_mnist_setup(batch_size=16)
     batches = [multi_mnist_setup(batch_size=16, seed=s)[3] for s in range({steps})]
     tx = optax.sgd(0.1)
-    w = weighting.create(method)
+    w = weighting.create(method, **{options}.get(method, {{}}))
     state0 = jax.device_get(create_train_state(model, tx, w, batches[0]["image"], seed=0))
     runs = {{}}
     variants = [("one", 1, 0), ("all", {devices}, 0)]
@@ -108,7 +108,7 @@ print("REPORT " + json.dumps(report))
 @pytest.fixture(scope="module")
 def eight_device_report():
     env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={DEVICES}")
-    code = _CHILD.format(devices=DEVICES, methods=METHODS, steps=STEPS)
+    code = _CHILD.format(devices=DEVICES, methods=METHODS, steps=STEPS, options=SOLVER_OPTIONS)
     result = subprocess.run(
         [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
     )
