@@ -53,7 +53,8 @@ Fields of one run's JSON object:
 * `peak_rss_mb`: the process's peak resident memory (`ru_maxrss`) after the method's
   timed steps and before the references, so it reflects the method's step;
 * `param_counts`: `{"shared", "total", "tasks": {task: n}}`, checked against the spec;
-* `jax_version`, `devices` (`jax.devices()`, described), `threads`, `steps`, `warmup`.
+* `jax_version`, `devices` (`jax.devices()`, described), `cpu` (`describe_cpu`),
+  `threads`, `steps`, `warmup`.
 
 `--method all` writes a JSON list with one object per method (`equal` first: it is run
 even when `--methods` leaves it out), each with, in addition:
@@ -229,6 +230,24 @@ def _describe_devices() -> list[str]:
     return [f"{d.platform}:{d.id} {d.device_kind}" for d in jax.devices()]
 
 
+def describe_cpu() -> str:
+    """The host CPU as `/proc/cpuinfo` names it, with family and model (VMs often report
+    only "AMD EPYC"), and whether it has AVX-512; "unknown" where there is no cpuinfo."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "unknown"
+    fields: dict[str, str] = {}
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+    avx512 = "avx512f" in fields.get("flags", "").split()
+    return (
+        f"{fields.get('model name', 'unknown')} (family {fields.get('cpu family', '?')}, "
+        f"model {fields.get('model', '?')}, {'with' if avx512 else 'no'} AVX-512)"
+    )
+
+
 def run_one(
     workload_name: str,
     method: str,
@@ -324,6 +343,7 @@ def run_one(
         "param_counts": counts,
         "jax_version": jax.__version__,
         "devices": _describe_devices(),
+        "cpu": describe_cpu(),
         "threads": int(os.environ["NPROC"]) if os.environ.get("NPROC") else None,
         "steps": steps,
         "warmup": warmup,
@@ -396,7 +416,8 @@ def markdown_table(results: Sequence[Mapping[str, Any]]) -> str:
     lines = [
         f"Workload {first.get('workload', '?')}: F = {forward_ms:.2f} ms, "
         f"F+B = {forward_backward_ms:.2f} ms; jax {first.get('jax_version', '?')} on "
-        f"{', '.join(first.get('devices', []))}, threads {first.get('threads')}; "
+        f"{', '.join(first.get('devices', []))} ({first.get('cpu', 'CPU not recorded')}), "
+        f"threads {first.get('threads')}; "
         f"median of {first.get('steps', '?')} steps after {first.get('warmup', '?')} warm-up. "
         f"Met: ratio to equal ≤ {TOLERANCE} × minimal-work ratio.",
         "",
@@ -512,10 +533,13 @@ def merge_runs(lists: Sequence[Sequence[Mapping[str, Any]]]) -> list[dict[str, A
     medians over every run (`add_ratios`).
 
     Raises:
-      ValueError: if the lists differ in workload, rep_grad, steps, warm-up or engine
-        options, or a method other than `equal` appears twice.
+      ValueError: if the lists differ in workload, rep_grad, steps, warm-up, engine
+        options or CPU, or a method other than `equal` appears twice.
     """
-    keys = ("workload", "rep_grad", "steps", "warmup", "jacobian_strategy", "jacobian_chunk_size")
+    keys = (
+        "workload", "rep_grad", "steps", "warmup", "jacobian_strategy", "jacobian_chunk_size",
+        "cpu",
+    )  # fmt: skip
     merged: list[dict[str, Any]] = []
     seen: set[str] = set()
     reference: dict[str, Any] | None = None
@@ -527,7 +551,7 @@ def merge_runs(lists: Sequence[Sequence[Mapping[str, Any]]]) -> list[dict[str, A
             if method in seen:
                 raise ValueError(f"method {method!r} appears in more than one list")
             if "error" not in run and method != "equal":
-                settings = {k: run[k] for k in keys}
+                settings = {k: run.get(k) for k in keys}
                 if reference is None:
                     reference = settings
                 elif settings != reference:

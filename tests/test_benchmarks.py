@@ -6,6 +6,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
+from pathlib import Path
 
 import jax
 import pytest
@@ -150,13 +152,13 @@ def test_ratios_need_a_successful_run():
         step_time.add_ratios([{"method": "equal", "error": "boom"}])
 
 
-def _fake_run(method, kind, median_s, equal_s, forward_s, chunk=4):
+def _fake_run(method, kind, median_s, equal_s, forward_s, chunk=4, cpu="AMD EPYC"):
     return {
         "workload": "W3", "method": method, "kind": kind, "after_update": False,
         "rep_grad": False, "num_tasks": 40, "steps": 1, "warmup": 1,
         "jacobian_strategy": "unrolled", "jacobian_chunk_size": chunk,
         "median_s": median_s, "equal_median_s": equal_s, "forward_s": forward_s,
-        "forward_backward_s": 3 * forward_s, "peak_rss_mb": 1.0,
+        "forward_backward_s": 3 * forward_s, "peak_rss_mb": 1.0, "cpu": cpu,
     }  # fmt: skip
 
 
@@ -195,10 +197,21 @@ def test_merge_runs_keeps_one_equal_and_recomputes_ratios(tmp_path):
     other = [_fake_run("pcgrad", "gramian", 40.0, 2.0, 1.0, chunk=8)]
     with pytest.raises(ValueError, match="method 'pcgrad': settings"):
         step_time.merge_runs([first, other])
+    other = [_fake_run("pcgrad", "gramian", 40.0, 2.0, 1.0, cpu="Intel Xeon")]
+    with pytest.raises(ValueError, match="'cpu': 'Intel Xeon'"):
+        step_time.merge_runs([first, other])
     with pytest.raises(SystemExit):
         step_time._parse_args(["--merge", "a.json", "--workload", "W1"])
     with pytest.raises(SystemExit):
         step_time._parse_args(["--workload", "W1"])
+
+
+def test_cpu_is_described_from_cpuinfo():
+    cpu = step_time.describe_cpu()
+    if Path("/proc/cpuinfo").exists():
+        assert re.fullmatch(r".+ \(family .+, model .+, (with|no) AVX-512\)", cpu), cpu
+    else:
+        assert cpu == "unknown"
 
 
 def test_failure_reports_the_exception_line():
