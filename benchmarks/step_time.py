@@ -404,6 +404,15 @@ def add_ratios(results: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+def _describe_cpus(done: Sequence[Mapping[str, Any]]) -> str:
+    cpus = sorted({r["cpu"] for r in done if r.get("cpu")})
+    unrecorded = [r["method"] for r in done if not r.get("cpu")]
+    parts = ["; ".join(cpus)] if cpus else []
+    if unrecorded:
+        parts.append(f"CPU not recorded for {', '.join(unrecorded)}")
+    return "; ".join(parts)
+
+
 def markdown_table(results: Sequence[Mapping[str, Any]]) -> str:
     """A Markdown table of `add_ratios` output, one row per method, with a header line
     giving the workload, F, F+B, devices and versions."""
@@ -416,7 +425,7 @@ def markdown_table(results: Sequence[Mapping[str, Any]]) -> str:
     lines = [
         f"Workload {first.get('workload', '?')}: F = {forward_ms:.2f} ms, "
         f"F+B = {forward_backward_ms:.2f} ms; jax {first.get('jax_version', '?')} on "
-        f"{', '.join(first.get('devices', []))} ({first.get('cpu', 'CPU not recorded')}), "
+        f"{', '.join(first.get('devices', []))} ({_describe_cpus(done)}), "
         f"threads {first.get('threads')}; "
         f"median of {first.get('steps', '?')} steps after {first.get('warmup', '?')} warm-up. "
         f"Met: ratio to equal ≤ {TOLERANCE} × minimal-work ratio.",
@@ -530,16 +539,15 @@ def merge_runs(lists: Sequence[Sequence[Mapping[str, Any]]]) -> list[dict[str, A
     A long table (W3 in parameter mode: minutes per method) can then be measured in
     batches. Each row keeps its own in-process `equal`; the `equal` row of the first list
     is kept and the others dropped; F and F+B for the minimal-work ratios become the
-    medians over every run (`add_ratios`).
+    medians over every run (`add_ratios`). Rows measured before results recorded their
+    CPU are accepted beside any CPU, and the table's header names them.
 
     Raises:
       ValueError: if the lists differ in workload, rep_grad, steps, warm-up, engine
-        options or CPU, or a method other than `equal` appears twice.
+        options or recorded CPU, or a method other than `equal` appears twice.
     """
-    keys = (
-        "workload", "rep_grad", "steps", "warmup", "jacobian_strategy", "jacobian_chunk_size",
-        "cpu",
-    )  # fmt: skip
+    keys = ("workload", "rep_grad", "steps", "warmup", "jacobian_strategy", "jacobian_chunk_size")
+    cpu: str | None = None
     merged: list[dict[str, Any]] = []
     seen: set[str] = set()
     reference: dict[str, Any] | None = None
@@ -551,7 +559,7 @@ def merge_runs(lists: Sequence[Sequence[Mapping[str, Any]]]) -> list[dict[str, A
             if method in seen:
                 raise ValueError(f"method {method!r} appears in more than one list")
             if "error" not in run and method != "equal":
-                settings = {k: run.get(k) for k in keys}
+                settings = {k: run[k] for k in keys}
                 if reference is None:
                     reference = settings
                 elif settings != reference:
@@ -559,6 +567,13 @@ def merge_runs(lists: Sequence[Sequence[Mapping[str, Any]]]) -> list[dict[str, A
                         f"list {index}, method {method!r}: settings {settings} differ from "
                         f"{reference}"
                     )
+            if run.get("cpu"):
+                if cpu is not None and run["cpu"] != cpu:
+                    raise ValueError(
+                        f"list {index}, method {method!r}: measured on {run['cpu']!r}, "
+                        f"the others on {cpu!r}"
+                    )
+                cpu = run["cpu"]
             seen.add(method)
             merged.append({k: v for k, v in run.items() if k not in _RATIO_FIELDS})
     return add_ratios(merged)

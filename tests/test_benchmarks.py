@@ -198,8 +198,12 @@ def test_merge_runs_keeps_one_equal_and_recomputes_ratios(tmp_path):
     with pytest.raises(ValueError, match="method 'pcgrad': settings"):
         step_time.merge_runs([first, other])
     other = [_fake_run("pcgrad", "gramian", 40.0, 2.0, 1.0, cpu="Intel Xeon")]
-    with pytest.raises(ValueError, match="'cpu': 'Intel Xeon'"):
+    with pytest.raises(ValueError, match="method 'pcgrad': measured on 'Intel Xeon'"):
         step_time.merge_runs([first, other])
+    # A row from before results recorded the CPU merges, and the header names it.
+    older = [_fake_run("pcgrad", "gramian", 40.0, 2.0, 1.0, cpu=None)]
+    header = step_time.markdown_table(step_time.merge_runs([first, older])).splitlines()[0]
+    assert "(AMD EPYC; CPU not recorded for pcgrad)" in header, header
     with pytest.raises(SystemExit):
         step_time._parse_args(["--merge", "a.json", "--workload", "W1"])
     with pytest.raises(SystemExit):
