@@ -24,8 +24,8 @@ METHODS = ("equal", "mgda", "upgrad")
 STEPS = 2
 # The solvers stop at a tolerance, and rounding that differs between 1 and 8 devices can
 # move the stop by one iteration: a weight difference of the tolerance's order (CI saw
-# 9e-4 in MGDA's update). With no tolerance they run to the cap and converge to rounding
-# level on both meshes (1e-12 is below float32 rounding), so the comparison checks the
+# 9e-4 in MGDA's update). With a tolerance below float32 rounding they run to the cap and
+# converge to rounding level on both meshes, so the comparison checks the
 # sharding, not the stopping rule.
 SOLVER_OPTIONS = {"mgda": {"tol": 1e-12}, "upgrad": {"tol": 1e-12}}
 
@@ -37,7 +37,7 @@ SOLVER_OPTIONS = {"mgda": {"tol": 1e-12}, "upgrad": {"tol": 1e-12}}
 _CHILD = """
 import json, sys
 import jax, numpy as np, optax
-from mtl_jax import parallel
+from mtl_jax import parallel, weighting
 from mtl_jax.train import create_train_state
 from tests.helpers import multi_mnist_setup, relative_error
 
