@@ -25,24 +25,25 @@ Exit status: 0 when every run finished, 1 when some failed (the table covers the
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 REP_GRAD_SUFFIX = "+rep_grad"
 
 
-def _run_one(config: str, workdir: Path, overrides: list[str]) -> int:
-    """Runs (or resumes, or skips when finished) one experiment; returns its exit code."""
-    if (workdir / "results.json").exists():
-        print(f"[sweep] finished already: {workdir}", flush=True)
-        return 0
-    command = [
-        sys.executable, "-m", "experiments.main", "--config", config,
-        "--workdir", str(workdir), "--no-progress", *overrides,
-    ]  # fmt: skip
-    print(f"[sweep] running: {workdir}", flush=True)
-    return subprocess.run(command, check=False).returncode
+@dataclasses.dataclass
+class PlannedRun:
+    """One run of the sweep: its workdir, its overrides and what the workdir holds now."""
+
+    workdir: Path
+    overrides: list[str]
+    status: str = ""  # workdir.NEW, RESUME or FINISHED, or STALE (a different config)
+
+
+STALE = "stale"
 
 
 def _method_overrides(method: str) -> list[str]:
@@ -51,6 +52,101 @@ def _method_overrides(method: str) -> list[str]:
     if method.endswith(REP_GRAD_SUFFIX):
         overrides.append("--config.weighting.rep_grad=True")
     return overrides
+
+
+def plan_runs(
+    root: Path, methods: list[str], seeds: list[int], tasks: list[str], overrides: list[str], stl
+) -> list[PlannedRun]:
+    """Every run of the sweep, methods × seeds then (with `stl`) tasks × seeds."""
+    runs = [
+        PlannedRun(
+            root / method / f"seed{seed}",
+            [*overrides, *_method_overrides(method), f"--config.seed={seed}"],
+        )
+        for method in methods
+        for seed in seeds
+    ]
+    if stl:
+        runs += [
+            PlannedRun(
+                root / "stl" / task / f"seed{seed}",
+                [
+                    *overrides, "--config.weighting.name=equal",
+                    f"--config.tasks={task}", f"--config.seed={seed}",
+                ],
+            )  # fmt: skip
+            for task in tasks
+            for seed in seeds
+        ]
+    return runs
+
+
+def check_runs(config_path: str, runs: list[PlannedRun]) -> list[str]:
+    """Validates every run's config exactly as `experiments.main` does (same reference,
+    same builders, nothing compiled) and compares it with what its workdir holds; sets
+    each run's `status`. Returns one message per invalid run, and per stale run the keys
+    that differ from the config its workdir was started with."""
+    from experiments.configs import base
+    from mtl_jax import workdir as wd
+    from mtl_jax.config import ConfigError, load_config
+    from mtl_jax.experiment import build_experiment
+
+    problems = []
+    for run in runs:
+        try:
+            config = load_config(
+                config_path,
+                [o[len("--config.") :] for o in run.overrides],
+                reference=base.get_config(),
+            )
+            build_experiment(config)
+            run.status = wd.inspect_workdir(run.workdir, config)
+        except wd.ConfigMismatch as error:
+            run.status = STALE
+            keys = "; ".join(error.differences)
+            problems.append(f"{run.workdir}: holds a run of a different config: {keys}")
+        except (ConfigError, ValueError) as error:
+            problems.append(f"{run.workdir}: {error}")
+    return problems
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    return (f"{hours}h" if hours else "") + f"{rest // 60}m{rest % 60:02d}s"
+
+
+def execute(config_path: str, runs: list[PlannedRun], *, overwrite: bool) -> list[str]:
+    """Runs (or resumes) every unfinished run in its own process, printing progress (runs
+    done / total, ETA from the mean time of the runs executed so far). Returns the
+    workdirs of the runs that failed."""
+    from mtl_jax import workdir as wd
+
+    total = len(runs)
+    done = sum(run.status == wd.FINISHED for run in runs)
+    to_run = [run for run in runs if run.status != wd.FINISHED]
+    print(f"[sweep] {total} runs: {done} finished already, {len(to_run)} to run", flush=True)
+    failed, spent = [], []
+    for index, run in enumerate(to_run):
+        eta = ""
+        if spent:
+            eta = f", ETA {_duration(sum(spent) / len(spent) * (len(to_run) - index))}"
+        print(f"[sweep] {done}/{total} done{eta}; running {run.workdir}", flush=True)
+        command = [
+            sys.executable, "-m", "experiments.main", "--config", config_path,
+            "--workdir", str(run.workdir), "--no-progress", *run.overrides,
+            *(["--overwrite"] if overwrite and run.status == STALE else []),
+        ]  # fmt: skip
+        start = time.perf_counter()
+        code = subprocess.run(command, check=False).returncode
+        spent.append(time.perf_counter() - start)
+        if code == 0:
+            done += 1
+        else:
+            print(f"[sweep] failed (exit {code}): {run.workdir}", file=sys.stderr, flush=True)
+            failed.append(str(run.workdir))
+    print(f"[sweep] {done}/{total} done", flush=True)
+    return failed
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -72,6 +168,11 @@ def main(argv: list[str] | None = None) -> int:
         help="report the evaluation with the best mean <task>/METRIC on the config's select_split",
     )
     parser.add_argument("--pareto", default="", help="two metrics X,Y for pareto.png")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="rerun from scratch the runs whose workdir holds a different config",
+    )
     args, rest = parser.parse_known_args(argv)
     overrides = [item for item in rest if item.startswith("--config.")]
     if len(overrides) != len(rest):
@@ -107,23 +208,22 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--pareto needs two of {sorted(directions)}, got {args.pareto!r}")
 
     root = Path(args.workdir)
-    failed = []
-    for method in methods:
-        for seed in seeds:
-            workdir = root / method / f"seed{seed}"
-            extra = [*overrides, *_method_overrides(method), f"--config.seed={seed}"]
-            if _run_one(args.config, workdir, extra) != 0:
-                failed.append(str(workdir))
-    if args.stl:
-        for task in task_names:
-            for seed in seeds:
-                workdir = root / "stl" / task / f"seed{seed}"
-                extra = [
-                    *overrides, "--config.weighting.name=equal",
-                    f"--config.tasks={task}", f"--config.seed={seed}",
-                ]  # fmt: skip
-                if _run_one(args.config, workdir, extra) != 0:
-                    failed.append(str(workdir))
+    runs = plan_runs(root, methods, seeds, task_names, overrides, args.stl)
+    problems = check_runs(args.config, runs)
+    stale = [run for run in runs if run.status == STALE]
+    invalid = len(problems) - len(stale)
+    if invalid or (stale and not args.overwrite):
+        for problem in problems:
+            print(f"error: {problem}", file=sys.stderr)
+        if stale and not invalid:
+            print(
+                f"error: {len(stale)} of {len(runs)} runs were started with another config; "
+                "nothing was run: use another --workdir, the same overrides, or --overwrite "
+                "to rerun those runs from scratch",
+                file=sys.stderr,
+            )
+        return 2
+    failed = execute(args.config, runs, overwrite=args.overwrite)
 
     from mtl_jax import plots, summary
 

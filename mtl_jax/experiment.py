@@ -33,7 +33,7 @@ import optax
 from jax.experimental import multihost_utils
 from tqdm import tqdm
 
-from mtl_jax import data, parallel, weighting
+from mtl_jax import data, parallel, provenance, weighting
 from mtl_jax import workdir as wd
 from mtl_jax.checkpointing import Checkpointer
 from mtl_jax.config import ConfigError
@@ -648,9 +648,15 @@ def _train_and_evaluate(
     finally:
         checkpointer.close()
 
+    dataset = {
+        "name": run.builder.name,
+        "config": run.builder.builder_config.name,
+        "version": str(run.builder.version),
+    }
     results = {
         "config": config.to_dict(),
-        "dataset": {"name": run.builder.name, "config": run.builder.builder_config.name},
+        "dataset": dataset,
+        "provenance": provenance.collect(dataset=dataset),
         "final": final,
         "evals": evals,
         "steps": config.num_steps,

@@ -88,26 +88,31 @@ def run_label(config: Mapping[str, Any]) -> str:
     return f"{label}+rep_grad" if config["weighting"].get("rep_grad") else label
 
 
+def load_run(workdir: str | Path, *, last_evals: int = 0, select_by: str = "") -> Run:
+    """The finished run in `workdir` (its `results.json`)."""
+    path = Path(workdir) / RESULTS_FILE
+    results = json.loads(path.read_text())
+    config = results["config"]
+    tasks = tuple(sorted(t.strip() for t in config["tasks"].split(",") if t.strip()))
+    return Run(
+        label=run_label(config),
+        seed=int(config["seed"]),
+        tasks=tasks,
+        path=path.parent,
+        metrics=reported_metrics(results, last_evals=last_evals, select_by=select_by),
+    )
+
+
 def load_runs(directory: str | Path, *, last_evals: int = 0, select_by: str = "") -> list[Run]:
     """Every finished run (a `results.json`) under `directory`, sorted by label and seed.
 
     Raises:
       FileNotFoundError: no finished run under `directory`.
     """
-    runs = []
-    for path in sorted(Path(directory).rglob(RESULTS_FILE)):
-        results = json.loads(path.read_text())
-        config = results["config"]
-        tasks = tuple(sorted(t.strip() for t in config["tasks"].split(",") if t.strip()))
-        runs.append(
-            Run(
-                label=run_label(config),
-                seed=int(config["seed"]),
-                tasks=tasks,
-                path=path.parent,
-                metrics=reported_metrics(results, last_evals=last_evals, select_by=select_by),
-            )
-        )
+    runs = [
+        load_run(path.parent, last_evals=last_evals, select_by=select_by)
+        for path in sorted(Path(directory).rglob(RESULTS_FILE))
+    ]
     if not runs:
         raise FileNotFoundError(f"no finished run ({RESULTS_FILE}) under {str(directory)!r}")
     return sorted(runs, key=lambda r: (r.label, r.seed))

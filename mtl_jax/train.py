@@ -31,8 +31,8 @@ class TrainState(NamedTuple):
       batch_stats: BatchNorm statistics, split like `params`.
       opt_state: the optax state of `params`.
       weighting_state: the weighting method's state.
-      rng: the run's base PRNG key (uint32 [2]); the key of step `s` is
-        `fold_in(rng, s)`, so a resumed run draws the same numbers.
+      rng: the run's base PRNG key (uint32 [2]); step `s` draws from `fold_in(rng, s)`
+        (`step_keys`), so a resumed run draws the same numbers.
     """
 
     step: jax.Array
@@ -41,6 +41,19 @@ class TrainState(NamedTuple):
     opt_state: PyTree
     weighting_state: PyTree
     rng: jax.Array
+
+
+class StepKeys(NamedTuple):
+    """The PRNG keys of one train step, one per purpose."""
+
+    model: jax.Array  # dropout (split further per trunk and head by the model)
+    weighting: jax.Array  # the weighting method's draws (`Weighting.update`'s `key`)
+
+
+def step_keys(rng: jax.Array, step: jax.Array) -> StepKeys:
+    """The keys of step `step` of a run whose base key is `rng`: `fold_in(rng, step)`,
+    split by purpose. The run's seed and the step decide every random draw of the step."""
+    return StepKeys(*jax.random.split(jax.random.fold_in(rng, step)))
 
 
 def create_train_state(
@@ -188,57 +201,52 @@ def make_train_step(
             last = param_blocks.last_layer(state.params["shared"], order)
         return param_blocks.assign(state.params["shared"], weighting.blocks, last=last)
 
-    def shared_gradient(pullbacks, state, image):
+    def shared_gradient(pullbacks, state, image, key):
         """(shared gradient, weights or None, weighting state, method metrics, diagnostics)."""
         losses = pullbacks.losses
-        if weighting.kind == LOSS:
-            weights, weighting_state, method_metrics = weighting.update(
-                losses, state.weighting_state
-            )
-            grads = jacobian.shared_gradient_from_rep(pullbacks, weights)
-            return grads, weights, weighting_state, method_metrics, {}
-        if rep_grad:
-            rows = pullbacks.rep_grads
-        else:
-            rows = jacobian.shared_jacobian(
-                pullbacks, strategy=jacobian_strategy, chunk_size=jacobian_chunk_size
-            )
-        if weighting.blocks == "whole":
-            gram = method_input = jacobian.gramian(rows)
-        else:
-            blocks, num_blocks = leaf_blocks(state, image)
-            method_input = jacobian.block_gramians(rows, blocks, num_blocks)
-            gram = jnp.sum(method_input, axis=0)
-        norms, cosines = _norms_and_cosines(gram)
-        diagnostics = {"grad_norm": norms, "grad_cosine": cosines}
-        if weighting.kind == GRAMIAN:
-            weights, weighting_state, method_metrics = weighting.update(
-                losses, state.weighting_state, method_input
-            )
-            if weights.ndim == 2:  # per-block weights [B, T]
-                diagnostics["block_weights"] = weights
-                grads = jacobian.combine(weights, rows, blocks)
-                weights = jnp.mean(weights, axis=0)
-            elif rep_grad:
-                grads = jacobian.shared_gradient_from_rep(pullbacks, weights)
+        rows = gram = method_gramian = None
+        diagnostics = {}
+        if weighting.kind != LOSS:
+            if rep_grad:
+                rows = pullbacks.rep_grads
             else:
-                grads = jacobian.combine(weights, rows)
-            return grads, weights, weighting_state, method_metrics, diagnostics
-        direction, weighting_state, method_metrics = weighting.update(
-            losses, state.weighting_state, rows
+                rows = jacobian.shared_jacobian(
+                    pullbacks, strategy=jacobian_strategy, chunk_size=jacobian_chunk_size
+                )
+            if weighting.blocks == "whole":
+                gram = method_gramian = jacobian.gramian(rows)
+            else:
+                blocks, num_blocks = leaf_blocks(state, image)
+                method_gramian = jacobian.block_gramians(rows, blocks, num_blocks)
+                gram = jnp.sum(method_gramian, axis=0)
+            norms, cosines = _norms_and_cosines(gram)
+            diagnostics = {"grad_norm": norms, "grad_cosine": cosines}
+        output, weighting_state, method_metrics = weighting.update(
+            losses, state.weighting_state, key=key, gramian=method_gramian, rows=rows
         )
-        grads = pullbacks.trunk_pullback(direction) if rep_grad else direction
-        return grads, None, weighting_state, method_metrics, diagnostics
+        if weighting.kind == JACOBIAN:  # the output is the direction itself
+            grads = pullbacks.trunk_pullback(output) if rep_grad else output
+            return grads, None, weighting_state, method_metrics, diagnostics
+        weights = output
+        if weights.ndim == 2:  # per-block weights [B, T]
+            diagnostics["block_weights"] = weights
+            grads = jacobian.combine(weights, rows, blocks)
+            weights = jnp.mean(weights, axis=0)
+        elif rows is None or rep_grad:
+            grads = jacobian.shared_gradient_from_rep(pullbacks, weights)
+        else:
+            grads = jacobian.combine(weights, rows)
+        return grads, weights, weighting_state, method_metrics, diagnostics
 
     def step(state: TrainState, batch: dict):
-        # The step's randomness (dropout) is a function of (seed, step) alone.
-        step_rng = jax.random.fold_in(state.rng, state.step)
+        # The step's randomness (dropout, the method's draws) is a function of (seed, step).
+        keys = step_keys(state.rng, state.step)
         pullbacks = jacobian.forward_with_pullbacks(
-            model, tasks, state.params, state.batch_stats, batch, train=True, rng=step_rng
+            model, tasks, state.params, state.batch_stats, batch, train=True, rng=keys.model
         )
         # The step is not differentiated: losses and weights are plain values here.
         shared_grads, weights, weighting_state, method_metrics, diagnostics = shared_gradient(
-            pullbacks, state, batch["image"]
+            pullbacks, state, batch["image"], keys.weighting
         )
         task_grads = pullbacks.head_grads
         if head_grads == "weighted":
@@ -254,7 +262,7 @@ def make_train_step(
                 {"params": params, "batch_stats": state.batch_stats},
                 batch["image"],
                 train=True,
-                rng=step_rng,
+                rng=keys.model,
             )
             losses_after = jacobian.loss_vector(tasks, preds, batch)
             weighting_state, after_metrics = weighting.after_update(

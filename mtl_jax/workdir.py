@@ -35,6 +35,14 @@ class WorkdirError(ValueError):
     """The workdir holds something this run must not touch."""
 
 
+class ConfigMismatch(WorkdirError):
+    """The workdir holds a run of a different config; `differences` lists the keys."""
+
+    def __init__(self, message: str, differences: list[str]):
+        super().__init__(message)
+        self.differences = differences
+
+
 def config_record(config: ml_collections.ConfigDict) -> dict[str, Any]:
     """The config as plain JSON values (tuples become lists), as stored in config.json."""
     return json.loads(config.to_json(sort_keys=True))
@@ -80,9 +88,10 @@ def inspect_workdir(
     """Decides what to do with `workdir` without changing it: `NEW`, `RESUME` or `FINISHED`.
 
     Raises:
-      WorkdirError: it is not a directory; it holds files but no config.json (not a run's
-        workdir); or it holds a run of a different config and `overwrite` is false (the
-        message lists the differing keys).
+      WorkdirError: it is not a directory, or it holds files but no config.json (not a
+        run's workdir).
+      ConfigMismatch: it holds a run of a different config and `overwrite` is false (the
+        message and `differences` list the differing keys).
     """
     if not workdir.exists():
         return NEW
@@ -104,10 +113,11 @@ def inspect_workdir(
     differences = config_differences(saved, config_record(config))
     if differences and not overwrite:
         shown = "; ".join(differences[:10])
-        raise WorkdirError(
+        raise ConfigMismatch(
             f"workdir {str(workdir)!r} holds a run of a different config ({shown}); nothing "
             "was overwritten: choose another --workdir, rerun with the same config to resume, "
-            "or pass --overwrite to discard that run"
+            "or pass --overwrite to discard that run",
+            differences,
         )
     if overwrite:
         return NEW

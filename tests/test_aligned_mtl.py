@@ -63,7 +63,9 @@ def test_finite_and_rank_on_degenerate_banks():
     method = aligned_mtl()
     for case, rank in [("zero", 0), ("one_zero_row", 2), ("identical", 1), ("opposite", 1)]:
         jac = jnp.asarray(bank[case])
-        weights, _, metrics = method.update(None, method.init(("a",) * len(jac)), jac @ jac.T)
+        weights, _, metrics = method.update(
+            None, method.init(("a",) * len(jac)), key=None, gramian=jac @ jac.T
+        )
         assert np.all(np.isfinite(weights)), case
         assert int(metrics["rank"]) == rank, case
     # Zero gradients: B = I, so the weights are the preference.
@@ -90,7 +92,9 @@ def test_rank_tol_drops_weak_components():
 def test_runs_under_jit():
     jac = jnp.asarray(jacobian_bank()["random4"])
     method = aligned_mtl()
-    weights, _, metrics = jax.jit(method.update)(None, method.init(("a",) * 4), jac @ jac.T)
+    weights, _, metrics = jax.jit(method.update)(
+        None, method.init(("a",) * 4), key=None, gramian=jac @ jac.T
+    )
     assert int(metrics["rank"]) == 4 and np.all(np.isfinite(weights))
 
 

@@ -107,7 +107,7 @@ def test_reports_solver_metrics_under_jit():
     rng = np.random.default_rng(0)
     jac = rng.normal(size=(4, 10))
     gram = jnp.asarray(jac @ jac.T, jnp.float32)
-    _, _, metrics = jax.jit(method.update)(None, method.init(tuple("abcd")), gram)
+    _, _, metrics = jax.jit(method.update)(None, method.init(tuple("abcd")), key=None, gramian=gram)
     assert 0 < int(metrics["solver_iterations"]) < 100
     assert float(metrics["solver_gap"]) <= 1e-5
 

@@ -94,7 +94,7 @@ def test_rank_metric_under_jit():
     for case, rank in [("random4", 4), ("identical", 1), ("rank_deficient", 2)]:
         jac = jnp.asarray(jacobian_bank()[case])
         state = method.init(("a",) * len(jac))
-        _, _, metrics = jax.jit(method.update)(None, state, jac @ jac.T)
+        _, _, metrics = jax.jit(method.update)(None, state, key=None, gramian=jac @ jac.T)
         assert int(metrics["rank"]) == rank, case
 
 

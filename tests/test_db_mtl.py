@@ -25,7 +25,7 @@ def test_rescaled_rows_have_equal_norms_and_are_finite(case):
     state = _init(method, jac)
     losses = jnp.linspace(0.5, 2.0, jac.shape[0])
     for step in range(3):
-        direction, state, metrics = update(losses * (step + 1), state, jac)
+        direction, state, metrics = update(losses * (step + 1), state, key=None, rows=jac)
         assert np.all(np.isfinite(direction)), case
         norms = np.asarray(metrics["buffer_norm"], np.float64)
         rescaled = np.asarray(metrics["buffer_scale"], np.float64) * norms
@@ -56,8 +56,8 @@ def test_loss_scale_invariance():
     update = jax.jit(method.update)
     state_a = state_b = _init(method, jac)
     for _ in range(3):
-        d_a, state_a, _ = update(losses, state_a, jac)
-        d_b, state_b, _ = update(c * losses, state_b, c[:, None] * jac)
+        d_a, state_a, _ = update(losses, state_a, key=None, rows=jac)
+        d_b, state_b, _ = update(c * losses, state_b, key=None, rows=c[:, None] * jac)
     np.testing.assert_allclose(d_a, d_b, rtol=1e-5)
 
 
@@ -69,7 +69,7 @@ def test_buffer_converges_to_the_log_loss_gradient_on_a_fixed_batch():
     update = jax.jit(method.update)
     state = _init(method, jac)
     for _ in range(200):  # 0.9^200 ≈ 7e-10
-        _, state, _ = update(losses, state, jac)
+        _, state, _ = update(losses, state, key=None, rows=jac)
     np.testing.assert_allclose(state.buffer, jac / (losses[:, None] + 1e-8), rtol=1e-5)
     assert int(state.step) == 200
 

@@ -75,7 +75,9 @@ def test_does_not_conflict_on_bank(case):
 def test_reports_solver_metrics_under_jit():
     jac = jnp.asarray([[1.0, 0.0], [-2.0, 1.0]])
     method = dualproj()
-    _, _, metrics = jax.jit(method.update)(None, method.init(("a", "b")), jac @ jac.T)
+    _, _, metrics = jax.jit(method.update)(
+        None, method.init(("a", "b")), key=None, gramian=jac @ jac.T
+    )
     assert int(metrics["solver_iterations"]) == 1
     assert float(metrics["solver_residual"]) < 1e-6
 

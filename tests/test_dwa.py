@@ -18,7 +18,7 @@ def _run(method, loss_rows):
     state = method.init(weighting.default_task_names(len(loss_rows[0])))
     out = []
     for losses in loss_rows:
-        weights, state, _ = update(jnp.asarray(losses, jnp.float32), state)
+        weights, state, _ = update(jnp.asarray(losses, jnp.float32), state, key=None)
         out.append(np.asarray(weights))
     return np.stack(out), state
 
@@ -66,7 +66,7 @@ def test_zero_epoch_mean_ratio_is_one():
     rows = [[0.0, 1.0], [0.0, 1.0], [5.0, 1.0]]
     method = weighting.dwa(steps_per_epoch=1)
     _, state = _run(method, rows[:2])
-    _, _, metrics = method.update(jnp.asarray(rows[2]), state)
+    _, _, metrics = method.update(jnp.asarray(rows[2]), state, key=None)
     np.testing.assert_allclose(metrics["loss_ratio"], [1.0, 1.0])
 
 

@@ -14,7 +14,7 @@ def test_constant_weights(reduction, value):
     method = weighting.equal(reduction=reduction)
     state = method.init(weighting.default_task_names(4))
     for losses in ([1.0, 2.0, 3.0, 4.0], [1e-8, 1e8, 0.0, 5.0]):
-        weights, state, _ = method.update(jnp.asarray(losses), state)
+        weights, state, _ = method.update(jnp.asarray(losses), state, key=None)
         np.testing.assert_array_equal(weights, np.full(4, value, np.float32))
 
 

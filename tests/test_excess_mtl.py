@@ -33,7 +33,7 @@ def test_weights_stay_on_the_simplex_and_finite_on_bank(case):
     growth = jnp.linspace(0.5, 2.0, jac.shape[0])[:, None]
     for step in range(4):
         # Rows whose scales drift apart between updates, as gradients do.
-        direction, state, metrics = update(None, state, jac * growth**step)
+        direction, state, metrics = update(None, state, key=None, rows=jac * growth**step)
         assert np.all(np.isfinite(direction)), case
         _check_on_simplex(state, metrics, jac.shape[0])
 
@@ -55,7 +55,7 @@ def test_matches_the_reference_rule():
     state = _init(method, batches[0])
     acc, loss_weight, initial = np.zeros((3, 6)), np.ones(3), None
     for g in batches:
-        direction, state, metrics = update(None, state, jnp.asarray(g, jnp.float32))
+        direction, state, metrics = update(None, state, key=None, rows=jnp.asarray(g, jnp.float32))
         acc = acc + g**2
         risk = np.sum(g**2 / np.sqrt(acc + 1e-7), axis=1)
         if initial is None:
@@ -76,7 +76,7 @@ def test_task_far_from_its_optimum_gains_weight():
     state = _init(method, base)
     for step in range(30):
         decay = jnp.asarray([[1.0], [0.8**step]])
-        _, state, metrics = update(None, state, base * decay)
+        _, state, metrics = update(None, state, key=None, rows=base * decay)
     weights = np.asarray(metrics["weights"])
     assert weights[0] > 1.05 > 0.95 > weights[1], weights
     assert metrics["excess_risk"][0] > metrics["excess_risk"][1]
@@ -87,8 +87,10 @@ def test_zero_first_gradient_is_finite():
     method = excess_mtl()
     update = jax.jit(method.update)
     state = _init(method, jac)
-    _, state, _ = update(None, state, jac)
-    direction, state, metrics = update(None, state, jac + 1.0)  # the zero task wakes up
+    _, state, _ = update(None, state, key=None, rows=jac)
+    direction, state, metrics = update(
+        None, state, key=None, rows=jac + 1.0
+    )  # the zero task wakes up
     assert np.all(np.isfinite(direction))
     assert float(metrics["excess_risk"][2]) == 0.0
     _check_on_simplex(state, metrics, 3)

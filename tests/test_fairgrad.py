@@ -32,7 +32,7 @@ def test_fairness_equation_residual(alpha, seed):
     jac = jac * overall
     gram = jnp.asarray(jac @ jac.T, jnp.float32)
     state = METHODS[alpha].init(("t",) * len(jac))
-    weights, _, metrics = UPDATES[alpha](None, state, gram)
+    weights, _, metrics = UPDATES[alpha](None, state, key=None, gramian=gram)
     w = np.asarray(weights, np.float64)
     assert np.all(w > 0)
     residual = np.max(np.abs((jac @ jac.T @ w) * w ** (1 / alpha) - 1.0))
@@ -48,9 +48,9 @@ def test_orthogonal_closed_form_and_scaling(alpha):
     gram = jnp.asarray(np.diag(norms**2), jnp.float32)
     method = METHODS[alpha]
     state = method.init(("a", "b", "c"))
-    weights, _, _ = method.update(None, state, gram)
+    weights, _, _ = method.update(None, state, key=None, gramian=gram)
     np.testing.assert_allclose(weights, norms ** (-2 * alpha / (1 + alpha)), rtol=1e-4)
-    scaled, _, _ = method.update(None, state, gram * 1e4)
+    scaled, _, _ = method.update(None, state, key=None, gramian=gram * 1e4)
     np.testing.assert_allclose(scaled, weights * 1e4 ** (-alpha / (1 + alpha)), rtol=1e-4)
 
 

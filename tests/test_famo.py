@@ -15,7 +15,7 @@ def test_weights_are_the_gradient_of_the_weighted_log_objective():
     state = method.init(("a", "b", "c"))
     state = state._replace(logits=jnp.asarray([0.3, -0.2, 0.1]))
     losses = jnp.asarray([0.5, 2.0, 4.0])
-    weights, _, _ = method.update(losses, state)
+    weights, _, _ = method.update(losses, state, key=None)
     z = jax.nn.softmax(state.logits)
     c = jnp.sum(z / losses)
     # d/dL of Σ z_t log L_t / c (c constant) is z / (c L).
@@ -42,7 +42,7 @@ def test_slowly_improving_task_gains_weight():
     before = jnp.asarray([1.0, 1.0])
     for _ in range(20):
         state, _ = method.after_update(before, jnp.asarray([0.5, 0.99]), state)
-    weights, _, _ = method.update(before, state)
+    weights, _, _ = method.update(before, state, key=None)
     assert weights[1] > weights[0]
 
 
@@ -51,7 +51,7 @@ def test_finite_on_extreme_losses():
     state = method.init(("a", "b", "c"))
     for losses in ([0.0, 1.0, 2.0], [1e-10, 1.0, 1e10], [-1.0, 0.0, 1.0]):
         losses = jnp.asarray(losses)
-        weights, state, _ = method.update(losses, state)
+        weights, state, _ = method.update(losses, state, key=None)
         state, _ = method.after_update(losses, losses * 0.5, state)
         assert np.all(np.isfinite(weights)) and np.all(np.isfinite(state.logits))
 

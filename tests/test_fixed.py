@@ -13,7 +13,7 @@ from mtl_jax import weighting
 
 def test_weights_follow_sorted_task_order():
     method = weighting.fixed(weights={"right": 0.5, "left": 2.0})
-    weights, _, _ = method.update(jnp.ones(2), method.init(("left", "right")))
+    weights, _, _ = method.update(jnp.ones(2), method.init(("left", "right")), key=None)
     np.testing.assert_array_equal(weights, [2.0, 0.5])
 
 

@@ -21,7 +21,7 @@ def test_weights_equal_gradient_of_geometric_mean(seed):
     losses = jnp.asarray(rng.uniform(0.05, 5.0, num_tasks), jnp.float32)
     method = weighting.gls()
     weights, _, metrics = method.update(
-        losses, method.init(weighting.default_task_names(num_tasks))
+        losses, method.init(weighting.default_task_names(num_tasks)), key=None
     )
     np.testing.assert_allclose(weights, jax.grad(_geometric_mean)(losses), rtol=1e-5)
     geometric_mean = float(_geometric_mean(losses))
@@ -34,9 +34,9 @@ def test_weights_equal_gradient_of_geometric_mean(seed):
 def test_weights_are_scale_invariant_weights_times_geometric_mean_over_t():
     losses = jnp.asarray([0.2, 1.5, 7.0])
     names = weighting.default_task_names(3)
-    weights, _, metrics = weighting.gls().update(losses, weighting.gls().init(names))
+    weights, _, metrics = weighting.gls().update(losses, weighting.gls().init(names), key=None)
     si = weighting.scale_invariant()
-    inverse, _, _ = si.update(losses, si.init(names))
+    inverse, _, _ = si.update(losses, si.init(names), key=None)
     np.testing.assert_allclose(weights, inverse * metrics["geometric_mean"] / 3, rtol=1e-5)
 
 
@@ -58,7 +58,7 @@ def test_no_overflow_where_the_product_would():
     # Π L = 1e126 overflows float32, the log-space weights do not.
     losses = jnp.asarray([1e30, 1e31, 1e32, 1e33], jnp.float32)
     method = weighting.gls()
-    weights, _, _ = method.update(losses, method.init(weighting.default_task_names(4)))
+    weights, _, _ = method.update(losses, method.init(weighting.default_task_names(4)), key=None)
     log_gm = np.mean(np.log(np.asarray(losses, np.float64)))
     expected = np.exp(log_gm - np.log(np.asarray(losses, np.float64))) / 4
     np.testing.assert_allclose(weights, expected, rtol=1e-5)

@@ -1,4 +1,4 @@
-"""`graddrop`: same-sign coordinates are kept, the mask is unbiased, the key drives it."""
+"""`graddrop`: same-sign coordinates are kept, the mask is unbiased, the step key drives it."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from mtl_jax import weighting
-from mtl_jax.weighting._graddrop import GradDropState, graddrop
+from mtl_jax.weighting._graddrop import graddrop
 from tests.banks import jacobian_bank
 
 
@@ -23,11 +23,12 @@ def test_same_sign_coordinates_are_kept_in_full():
     jac[:, :20] = np.abs(jac[:, :20])  # all positive
     jac[:, 20:40] = -np.abs(jac[:, 20:40])  # all negative
     jac[1, 10] = 0.0  # a zero entry does not break purity
-    method = graddrop(seed=3)
+    method = graddrop()
     state = _init(method, jac)
     update = jax.jit(method.update)
-    for _ in range(5):
-        direction, state, _ = update(None, state, jnp.asarray(jac))
+    for step in range(5):
+        key = jax.random.PRNGKey(step)
+        direction, state, _ = update(None, state, key=key, rows=jnp.asarray(jac))
         np.testing.assert_allclose(direction[:40], jac.sum(0)[:40], rtol=1e-6)
         # Mixed coordinates follow one sign: d_j is the sum of its positive or negative part.
         positive = np.where(jac[:, 40:] > 0, jac[:, 40:], 0).sum(0)
@@ -43,7 +44,10 @@ def test_mask_is_unbiased():
     method = graddrop()
     draws = 4000
     keys = jax.random.split(jax.random.PRNGKey(0), draws)
-    directions, _, _ = jax.jit(jax.vmap(lambda k: method.update(None, GradDropState(k), jac)))(keys)
+    state = _init(method, jac)
+    directions, _, _ = jax.jit(jax.vmap(lambda k: method.update(None, state, key=k, rows=jac)))(
+        keys
+    )
     spread = np.sum(np.abs(np.asarray(jac)), axis=0)
     np.testing.assert_array_less(
         np.abs(np.mean(directions, axis=0) - np.sum(jac, axis=0)), 5 * spread / np.sqrt(draws)
@@ -52,29 +56,35 @@ def test_mask_is_unbiased():
 
 def test_leak_one_is_the_sum_and_metrics():
     jac = jnp.asarray(jacobian_bank()["conflicting"])
-    direction, _, state = jax.jit(lambda j: weighting.aggregate(graddrop(leak=1.0), j))(jac)
+    key = jax.random.PRNGKey(0)
+    direction, _, state = jax.jit(lambda j: weighting.aggregate(graddrop(leak=1.0), j, key=key))(
+        jac
+    )
     np.testing.assert_allclose(direction, np.sum(jac, axis=0), rtol=1e-6)
-    _, _, metrics = jax.jit(graddrop().update)(None, state, jnp.abs(jac))
+    _, _, metrics = jax.jit(graddrop().update)(None, state, key=key, rows=jnp.abs(jac))
     np.testing.assert_allclose(metrics["kept_fraction"], 1.0)
 
 
-def test_key_in_state_drives_the_mask():
+def test_step_key_drives_the_mask():
     jac = jnp.asarray(np.random.default_rng(2).normal(size=(3, 200)), jnp.float32)
-    method = graddrop(seed=7)
+    method = graddrop()
     update = jax.jit(method.update)
     state = _init(method, jac)
-    first, next_state, _ = update(None, state, jac)
-    again, _, _ = update(None, state, jac)
+    key, other_key = jax.random.PRNGKey(7), jax.random.PRNGKey(8)
+    first, _, _ = update(None, state, key=key, rows=jac)
+    again, _, _ = update(None, state, key=key, rows=jac)
     np.testing.assert_array_equal(first, again)
-    second, _, _ = update(None, next_state, jac)
-    assert not np.array_equal(first, second), "the key was not split"
-    other, _, _ = update(None, _init(graddrop(seed=8), jac), jac)
+    other, _, _ = update(None, state, key=other_key, rows=jac)
     assert not np.array_equal(first, other)
 
 
-@pytest.mark.parametrize(
-    "options", [{"leak": -0.1}, {"leak": 1.5}, {"leak": "0"}, {"seed": 1.0}, {"seed": True}]
-)
+def test_aggregate_needs_a_key():
+    jac = jnp.ones((2, 3))
+    with pytest.raises(ValueError, match="key="):
+        weighting.aggregate(graddrop(), jac)
+
+
+@pytest.mark.parametrize("options", [{"leak": -0.1}, {"leak": 1.5}, {"leak": "0"}])
 def test_rejects_bad_options(options):
-    with pytest.raises(ValueError, match="graddrop: (leak|seed) must be"):
+    with pytest.raises(ValueError, match="graddrop: leak must be"):
         graddrop(**options)

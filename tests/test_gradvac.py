@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
 from mtl_jax import weighting
 from mtl_jax.weighting._gradvac import gradvac
+
+KEY = jax.random.PRNGKey(0)
 
 
 def _reference_two_tasks(g, targets, beta):
@@ -35,7 +38,7 @@ def test_matches_explicit_algorithm_and_reaches_target():
     method = gradvac()
     state = method.init(("a", "b"))._replace(targets=jnp.asarray(targets, jnp.float32))
     direction, weights, new_state = weighting.aggregate(
-        method, jnp.asarray(g, jnp.float32), losses=jnp.ones(2), state=state
+        method, jnp.asarray(g, jnp.float32), losses=jnp.ones(2), state=state, key=KEY
     )
     surgered, want_targets = _reference_two_tasks(g, targets, 0.5)
     np.testing.assert_allclose(direction, surgered[0] + surgered[1], rtol=1e-4, atol=1e-5)
@@ -47,15 +50,15 @@ def test_matches_explicit_algorithm_and_reaches_target():
 
 def test_no_conflict_below_targets_leaves_gradients():
     g = jnp.asarray([[1.0, 0.2], [0.8, 0.4]])
-    direction, weights, _ = weighting.aggregate(gradvac(), g, losses=jnp.ones(2))
+    direction, weights, _ = weighting.aggregate(gradvac(), g, losses=jnp.ones(2), key=KEY)
     np.testing.assert_allclose(weights, [1.0, 1.0])
     np.testing.assert_allclose(direction, g.sum(0), rtol=1e-6)
 
 
-def test_same_seed_same_result_and_scale_free():
+def test_same_key_same_result_and_scale_free():
     rng = np.random.default_rng(1)
     g = jnp.asarray(rng.normal(size=(5, 12)), jnp.float32)
-    _, w1, s1 = weighting.aggregate(gradvac(seed=3), g, losses=jnp.ones(5))
-    _, w2, s2 = weighting.aggregate(gradvac(seed=3), g * 1e6, losses=jnp.ones(5))
+    _, w1, s1 = weighting.aggregate(gradvac(), g, losses=jnp.ones(5), key=KEY)
+    _, w2, s2 = weighting.aggregate(gradvac(), g * 1e6, losses=jnp.ones(5), key=KEY)
     np.testing.assert_allclose(w1, w2, rtol=1e-4)
     np.testing.assert_allclose(s1.targets, s2.targets, rtol=1e-4, atol=1e-6)

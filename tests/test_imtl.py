@@ -46,8 +46,8 @@ def test_loss_scales_learn_like_imtl_l():
     hybrid_update, loss_update = jax.jit(hybrid.update), jax.jit(loss_only.update)
     state_h, state_l = hybrid.init(("a", "b", "c")), loss_only.init(("a", "b", "c"))
     for _ in range(3000):
-        _, state_h, metrics = hybrid_update(losses, state_h, gram)
-        _, state_l, _ = loss_update(losses, state_l)
+        _, state_h, metrics = hybrid_update(losses, state_h, key=None, gramian=gram)
+        _, state_l, _ = loss_update(losses, state_l, key=None)
     np.testing.assert_allclose(state_h.loss_scale, state_l.loss_scale, rtol=1e-6)
     np.testing.assert_allclose(np.exp(state_h.loss_scale) * losses, 1.0, atol=1e-2)
     assert float(metrics["solver_residual"]) < 1e-4

@@ -68,11 +68,15 @@ def test_residual_metric():
     method = METHOD
     update = jax.jit(method.update)
     full = jacobian_bank()["random4"]
-    _, _, metrics = update(None, method.init(tuple("abcd")), jnp.asarray(full @ full.T))
+    _, _, metrics = update(
+        None, method.init(tuple("abcd")), key=None, gramian=jnp.asarray(full @ full.T)
+    )
     assert float(metrics["solver_residual"]) < 1e-4
     # Six tasks in three dimensions: no exactly equal projections but d ≠ 0.
     low = jacobian_bank()["more_tasks_than_params"]
-    _, _, metrics = update(None, method.init(tuple("abcdef")), jnp.asarray(low @ low.T))
+    _, _, metrics = update(
+        None, method.init(tuple("abcdef")), key=None, gramian=jnp.asarray(low @ low.T)
+    )
     assert float(metrics["solver_residual"]) > 1e-3
 
 

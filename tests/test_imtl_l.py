@@ -16,14 +16,14 @@ def test_scaled_losses_equalise():
     update = jax.jit(method.update)
     state = method.init(("a", "b", "c"))
     for _ in range(3000):
-        weights, state, _ = update(losses, state)
+        weights, state, _ = update(losses, state, key=None)
     np.testing.assert_allclose(state.loss_scale, -np.log(losses), atol=1e-2)
     np.testing.assert_allclose(weights * losses, 1.0, atol=1e-2)
 
 
 def test_initial_weights_and_metrics():
     method = imtl_l(init_scale=0.5)
-    weights, state, metrics = method.update(jnp.ones(2), method.init(("a", "b")))
+    weights, state, metrics = method.update(jnp.ones(2), method.init(("a", "b")), key=None)
     np.testing.assert_allclose(weights, np.exp(0.5), rtol=1e-6)
     np.testing.assert_allclose(metrics["loss_scale"], 0.5)
     # e^{0.5}·1 − 1 > 0: s decreases.

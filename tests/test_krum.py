@@ -45,7 +45,9 @@ def test_matches_direct_computation(case, distance):
     jac = jacobian_bank()[case]
     method = krum(distance=distance)
     gram = jnp.asarray(jac) @ jnp.asarray(jac).T
-    weights, _, metrics = jax.jit(method.update)(None, method.init(("a",) * len(jac)), gram)
+    weights, _, metrics = jax.jit(method.update)(
+        None, method.init(("a",) * len(jac)), key=None, gramian=gram
+    )
     expected = reference_scores(jac, 0, squared=distance == "squared")
     largest = np.max(np.diagonal(jac.astype(np.float64) @ jac.T))
     unit = largest if distance == "squared" else np.sqrt(largest)

@@ -23,7 +23,7 @@ def _run(method, jac, losses, steps):
     @jax.jit
     def run(state):
         def body(state, _):
-            direction, state, _ = method.update(losses, state, jac)
+            direction, state, _ = method.update(losses, state, key=None, rows=jac)
             return state, direction
 
         state, directions = jax.lax.scan(body, state, None, length=steps)
@@ -66,7 +66,9 @@ def test_softmax_variant_matches_libmtl_rule():
     state = _init(method, batches[0])
     y, lam = np.zeros((2, 5)), np.full(2, 0.5)
     for k, g in enumerate(batches.astype(np.float64), start=1):
-        direction, state, metrics = update(jnp.asarray(losses), state, jnp.asarray(g))
+        direction, state, metrics = update(
+            jnp.asarray(losses), state, key=None, rows=jnp.asarray(g)
+        )
         g = g / np.linalg.norm(g, axis=1, keepdims=True) * losses[:, None]
         y = y - 0.5 / np.sqrt(k) * (y - g)
         logits = lam - 0.1 / np.sqrt(k) * (y @ y.T + 0.1 * np.eye(2)) @ lam

@@ -29,7 +29,7 @@ def test_bargaining_equation_residual(seed):
     jac = _random_jacobian(np.random.default_rng(seed)).astype(np.float64)
     state = UNCLIPPED.init(weighting.default_task_names(len(jac)))
     gram = jnp.asarray(jac @ jac.T, jnp.float32)
-    alpha, _, metrics = update_unclipped(None, state, gram)
+    alpha, _, metrics = update_unclipped(None, state, key=None, gramian=gram)
     alpha = np.asarray(alpha, np.float64)
     assert np.all(alpha > 0)
     residual = np.max(np.abs(alpha * (jac @ jac.T @ alpha) - 1.0))
@@ -76,7 +76,9 @@ def test_update_every_reuses_the_cached_weights():
     history = []
     for _ in range(4):
         jac = rng.normal(size=(3, 8))
-        weights, state, metrics = update(None, state, jnp.asarray(jac @ jac.T, jnp.float32))
+        weights, state, metrics = update(
+            None, state, key=None, gramian=jnp.asarray(jac @ jac.T, jnp.float32)
+        )
         history.append((np.asarray(weights), int(metrics["solver_iterations"])))
     assert history[0][1] > 0 and history[3][1] > 0  # steps 0 and 3 solve
     assert history[1][1] == 0 and history[2][1] == 0  # steps 1 and 2 reuse

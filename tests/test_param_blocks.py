@@ -10,9 +10,11 @@ import optax
 import pytest
 
 from mtl_jax import jacobian, param_blocks, weighting
-from mtl_jax.train import create_train_state, make_train_step
+from mtl_jax.train import create_train_state, make_train_step, step_keys
 from tests.banks import bank_params, jacobian_bank
 from tests.helpers import grad_recorder, multi_mnist_setup, relative_error
+
+KEY = jax.random.PRNGKey(0)
 
 
 class _OutOfOrderTrunk(nn.Module):
@@ -147,7 +149,8 @@ def test_layerwise_gradvac_combines_each_layer_with_its_own_weights():
     whole = weighting.gradvac()
     for b in range(num_blocks):
         whole_state = whole.init(model.task_names)._replace(targets=targets[b])
-        w_b, s_b, _ = whole.update(None, whole_state, grams[b])
+        key = step_keys(state.rng, state.step).weighting  # the key the step gave the method
+        w_b, s_b, _ = whole.update(None, whole_state, key=key, gramian=grams[b])
         np.testing.assert_allclose(block_weights[b], w_b, rtol=1e-4, atol=1e-6)
         np.testing.assert_allclose(
             new_state.weighting_state.targets[b], s_b.targets, rtol=1e-4, atol=1e-6
@@ -224,7 +227,7 @@ def test_blocked_variants_keep_the_contract_on_the_bank(variant, case):
 
     def aggregate(rows, losses, state):
         grams = jacobian.block_gramians(rows, ids, num_blocks)
-        weights, state, _ = method.update(losses, state, grams)
+        weights, state, _ = method.update(losses, state, key=KEY, gramian=grams)
         return jacobian.combine(weights, rows, ids if weights.ndim == 2 else None), weights, state
 
     update = jax.jit(aggregate, donate_argnums=2)

@@ -14,6 +14,7 @@ from tests.banks import bank_params, jacobian_bank
 # One compilation per method and shape (the method is static: a tuple of functions).
 aggregate = jax.jit(weighting.aggregate, static_argnums=0)
 METHOD = pcgrad()
+KEY = jax.random.PRNGKey(0)
 weights_from_orders = jax.jit(pcgrad_weights)
 
 
@@ -50,22 +51,23 @@ def test_reweighting_matches_explicit_projections(seed):
 def test_update_uses_the_orders_drawn_from_its_key():
     rng = np.random.default_rng(3)
     jac = _conflicting_jacobian(rng, 5, 12)
-    state = METHOD.init(weighting.default_task_names(5))
-    direction, weights, new_state = aggregate(METHOD, jnp.asarray(jac), state=state)
-    _, draw = jax.random.split(state.key)
-    orders = np.asarray(task_orders(draw, 5))
+    direction, weights, _ = aggregate(METHOD, jnp.asarray(jac), key=KEY)
+    orders = np.asarray(task_orders(KEY, 5))
     assert all(sorted(row) == list(range(5)) for row in orders.tolist())
     np.testing.assert_allclose(direction, _project_rows(jac, orders).sum(axis=0), rtol=1e-4)
-    # The key advances; the same state gives the same weights.
-    assert not np.array_equal(new_state.key, state.key)
-    _, again, _ = aggregate(METHOD, jnp.asarray(jac), state=state)
+    # The same key gives the same weights; other keys draw other orders.
+    _, again, _ = aggregate(METHOD, jnp.asarray(jac), key=KEY)
     np.testing.assert_array_equal(weights, again)
+    others = [
+        aggregate(METHOD, jnp.asarray(jac), key=jax.random.PRNGKey(k))[1] for k in range(1, 9)
+    ]
+    assert any(not np.allclose(weights, w) for w in others)
 
 
 def test_no_conflict_gives_the_sum():
     rng = np.random.default_rng(0)
     jac = np.abs(rng.normal(size=(4, 10)))  # all inner products positive
-    direction, weights, _ = aggregate(METHOD, jnp.asarray(jac, jnp.float32))
+    direction, weights, _ = aggregate(METHOD, jnp.asarray(jac, jnp.float32), key=KEY)
     np.testing.assert_allclose(weights, 1.0)
     np.testing.assert_allclose(direction, jac.sum(axis=0), rtol=1e-5)
 
@@ -73,7 +75,7 @@ def test_no_conflict_gives_the_sum():
 def test_two_tasks_projected_rows_do_not_conflict():
     g1, g2 = np.array([1.0, 0.2, -0.3]), np.array([-0.8, 0.5, 0.1])
     jac = np.stack([g1, g2])
-    _, weights, _ = aggregate(METHOD, jnp.asarray(jac, jnp.float32))
+    _, weights, _ = aggregate(METHOD, jnp.asarray(jac, jnp.float32), key=KEY)
     w1, w2 = np.asarray(weights, np.float64)
     # With two tasks g_1' = g_1 + (w_2 − 1) g_2 and g_2' = g_2 + (w_1 − 1) g_1.
     p1, p2 = g1 + (w2 - 1) * g2, g2 + (w1 - 1) * g1
@@ -85,10 +87,10 @@ def test_two_tasks_projected_rows_do_not_conflict():
 @pytest.mark.parametrize("case", bank_params(jacobian_bank()))
 def test_bank_finite_and_scale_free(case):
     jac = jacobian_bank()[case]
-    _, weights, _ = aggregate(METHOD, jnp.asarray(jac))
+    _, weights, _ = aggregate(METHOD, jnp.asarray(jac), key=KEY)
     assert np.all(np.isfinite(weights))
     # PCGrad's coefficients only involve ratios of inner products.
-    _, scaled, _ = aggregate(METHOD, jnp.asarray(jac * 1e3))
+    _, scaled, _ = aggregate(METHOD, jnp.asarray(jac * 1e3), key=KEY)
     np.testing.assert_allclose(weights, scaled, rtol=1e-4)
 
 
@@ -96,11 +98,7 @@ def test_zero_row_keeps_weight_one_and_metrics_jit():
     jac = jnp.asarray([[1.0, 0.0], [-1.0, 1.0], [0.0, 0.0]])
     method = pcgrad()
     gram = jac @ jac.T
-    weights, _, metrics = jax.jit(method.update)(None, method.init(("a", "b", "c")), gram)
+    state = method.init(("a", "b", "c"))
+    weights, _, metrics = jax.jit(method.update)(None, state, key=KEY, gramian=gram)
     assert float(weights[2]) == 1.0
     assert int(metrics["num_projections"]) == 2  # each conflicting row projected once
-
-
-def test_rejects_bad_seed():
-    with pytest.raises(ValueError, match="seed must be an integer"):
-        pcgrad(seed=1.5)

@@ -29,14 +29,14 @@ def test_shared_gradient_invariant_to_loss_scale(case, scale):
 def test_weights_are_gradient_of_sum_of_log_losses():
     losses = jnp.asarray([0.2, 1.0, 3.5, 40.0])
     method = weighting.scale_invariant()
-    weights, _, _ = method.update(losses, method.init(weighting.default_task_names(4)))
+    weights, _, _ = method.update(losses, method.init(weighting.default_task_names(4)), key=None)
     expected = jax.grad(lambda x: jnp.sum(jnp.log(x)))(losses)
     np.testing.assert_allclose(weights, expected, rtol=1e-6)
 
 
 def test_zero_loss_gets_inverse_eps():
     method = weighting.scale_invariant(eps=1e-6)
-    weights, _, _ = method.update(jnp.asarray([0.0, 2.0]), method.init(("a", "b")))
+    weights, _, _ = method.update(jnp.asarray([0.0, 2.0]), method.init(("a", "b")), key=None)
     np.testing.assert_allclose(weights, [1e6, 0.5], rtol=1e-6)
 
 

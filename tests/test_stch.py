@@ -15,7 +15,7 @@ def _run(method, loss_rows):
     state = method.init(weighting.default_task_names(len(loss_rows[0])))
     out = []
     for losses in loss_rows:
-        weights, state, _ = update(jnp.asarray(losses, jnp.float32), state)
+        weights, state, _ = update(jnp.asarray(losses, jnp.float32), state, key=None)
         out.append(np.asarray(weights))
     return np.stack(out), state
 
@@ -41,7 +41,7 @@ def test_weights_are_softmax_of_scaled_excess_losses(mu):
     _, state = _run(method, rows)
     nadir = rows.mean(axis=0)
     losses = jnp.asarray(rng.uniform(0.1, 3.0, num_tasks), jnp.float32)
-    weights, _, metrics = method.update(losses, state)
+    weights, _, metrics = method.update(losses, state, key=None)
     excess = np.log(np.asarray(losses)) - np.log(nadir)
     expected = np.exp(excess / mu) / np.sum(np.exp(excess / mu))
     np.testing.assert_allclose(weights * losses / num_tasks, expected, rtol=1e-5)
@@ -56,7 +56,7 @@ def test_small_mu_weights_the_worst_task():
     method = weighting.stch(steps_per_epoch=1, warmup_epochs=0, mu=0.01)
     _, state = _run(method, [[1.0, 1.0, 1.0]])
     losses = jnp.asarray([0.5, 1.3, 1.1])  # task 1 is furthest above its nadir
-    weights, _, _ = method.update(losses, state)
+    weights, _, _ = method.update(losses, state, key=None)
     np.testing.assert_allclose(weights * losses / 3, [0.0, 1.0, 0.0], atol=1e-6)
 
 

@@ -131,8 +131,8 @@ def _row_sum_method() -> weighting.Weighting:
         del task_names, row
         return _RowSumState(jnp.zeros((), jnp.int32))
 
-    def update(losses, state, rows):
-        del losses
+    def update(losses, state, *, key, gramian=None, rows=None):
+        del losses, key, gramian
         return jax.tree.map(lambda r: r.sum(0), rows), _RowSumState(state.calls + 1), {}
 
     return weighting.Weighting(init=init, update=update, kind=weighting.JACOBIAN)
@@ -163,7 +163,8 @@ class _AfterState(NamedTuple):
 def test_after_update_gets_the_losses_under_the_new_parameters():
     tasks, model, _, batch = multi_mnist_setup()
 
-    def update(losses, state):
+    def update(losses, state, *, key, gramian=None, rows=None):
+        del key, gramian, rows
         return jnp.ones_like(losses), state, {}
 
     def after_update(before, after, state):
@@ -195,7 +196,7 @@ def test_after_update_gets_the_losses_under_the_new_parameters():
 
 @pytest.mark.slow  # one ResNet-18 compile: about 65 s on 2 cores
 def test_dropout_key_comes_from_seed_and_step():
-    """ResNet DeepLab heads use dropout: the step feeds it fold_in(rng, step)."""
+    """ResNet DeepLab heads use dropout: its key comes from (rng, step) (`step_keys`)."""
     from mtl_jax.models import build_model
     from mtl_jax.tasks import Segmentation
 

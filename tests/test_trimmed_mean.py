@@ -40,7 +40,7 @@ def test_equals_the_mean_of_the_sorted_middle_with_ties(num_tasks, trim_number):
     }
     method = trimmed_mean(trim_number=trim_number)
     state = method.init(weighting.default_task_names(num_tasks), None)
-    direction, _, _ = jax.jit(method.update)(None, state, rows)
+    direction, _, _ = jax.jit(method.update)(None, state, key=None, rows=rows)
     want = np.sort(jac, axis=0)[trim_number : num_tasks - trim_number].mean(0)
     got = np.concatenate([np.asarray(direction["a"]).ravel(), np.asarray(direction["b"])])
     np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
@@ -60,7 +60,7 @@ def test_invalid_trim_is_rejected_at_init_and_update():
         method.init(weighting.default_task_names(4), row)
     state = method.init(weighting.default_task_names(5), row)
     with pytest.raises(ValueError, match="needs at least 5 tasks"):
-        method.update(None, state, jnp.ones((3, 3)))
+        method.update(None, state, key=None, rows=jnp.ones((3, 3)))
     with pytest.raises(ValueError, match="needs at least 3 tasks"):
         weighting.aggregate(trimmed_mean(), jnp.ones((2, 3)))
 

@@ -15,7 +15,7 @@ def test_log_variance_converges_to_log_loss():
     update = jax.jit(method.update)
     state = method.init(("a", "b", "c"))
     for _ in range(3000):
-        weights, state, _ = update(losses, state)
+        weights, state, _ = update(losses, state, key=None)
     np.testing.assert_allclose(state.log_variance, np.log(losses), atol=1e-2)
     # At the optimum the weighted losses e^{-s} L / 2 all equal 1/2.
     np.testing.assert_allclose(weights * losses, 0.5, atol=1e-2)
@@ -23,6 +23,6 @@ def test_log_variance_converges_to_log_loss():
 
 def test_initial_weights_are_libmtl_defaults():
     method = weighting.uncertainty()
-    weights, _, metrics = method.update(jnp.ones(2), method.init(("a", "b")))
+    weights, _, metrics = method.update(jnp.ones(2), method.init(("a", "b")), key=None)
     np.testing.assert_allclose(weights, 0.5 * np.exp(0.5), rtol=1e-6)
     np.testing.assert_allclose(metrics["log_variance"], -0.5)

@@ -88,7 +88,9 @@ def test_reports_solver_metrics_under_jit():
     jac = jnp.asarray(jacobian_bank()["conflicting"])
     method = upgrad()
     gram = jac @ jac.T
-    weights, _, metrics = jax.jit(method.update)(None, method.init(("a", "b", "c")), gram)
+    weights, _, metrics = jax.jit(method.update)(
+        None, method.init(("a", "b", "c")), key=None, gramian=gram
+    )
     assert int(metrics["solver_iterations"]) > 0  # the rows conflict
     assert float(metrics["solver_residual"]) < 1e-5
     # KKT of the regularised problem for the summed weights: Ĝw ≥ 0.

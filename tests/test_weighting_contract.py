@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import re
 
 import jax
@@ -11,6 +12,8 @@ import pytest
 
 from mtl_jax import weighting
 from tests.banks import bank_params, jacobian_bank, loss_bank
+
+KEY = jax.random.PRNGKey(0)
 
 # Options a method cannot run without (the rest use their defaults).
 REQUIRED_OPTIONS = {
@@ -31,11 +34,23 @@ def build(name: str, num_tasks: int = 3) -> weighting.Weighting:
     return weighting.create(name, **options)
 
 
+UPDATE_KEYWORDS = ("key", "gramian", "rows")
+
+
 def test_every_exported_method_is_listed_and_builds():
     for name in weighting.METHODS:
         assert name in weighting.__all__
         method = build(name)
         assert method.kind in weighting.KINDS
+        # One update signature for every kind (the trainer calls them all alike).
+        params = inspect.signature(method.update).parameters
+        assert list(params)[:2] == ["losses", "state"], name
+        assert all(params[k].kind is inspect.Parameter.KEYWORD_ONLY for k in UPDATE_KEYWORDS)
+        assert params["key"].default is inspect.Parameter.empty, name
+        assert {k: params[k].default for k in ("gramian", "rows")} == {
+            "gramian": None,
+            "rows": None,
+        }, name
         # Every factory cites its source: a paper with its year (equal/fixed have none).
         factory_doc = getattr(weighting, name).__doc__
         assert factory_doc and (
@@ -51,9 +66,11 @@ def test_contract(name):
     rng = np.random.default_rng(0)
     jac = jnp.asarray(rng.normal(size=(3, 20)), jnp.float32)
     losses = jnp.asarray([0.5, 1.0, 2.0])
+    # A method that does not declare itself stochastic must not read its key: it gets None.
+    key = KEY if method.stochastic else None
     # The trainer donates the state: a method must not alias one buffer in two fields.
     aggregate = jax.jit(
-        lambda j, losses, s: weighting.aggregate(method, j, losses=losses, state=s),
+        lambda j, losses, s: weighting.aggregate(method, j, losses=losses, state=s, key=key),
         donate_argnums=2,
     )
     direction, weights, new_state = aggregate(jac, losses, state)
@@ -76,10 +93,10 @@ def test_finite_on_bank(name, case):
     method = build(name, jac.shape[0])
     if name == "krum" and jac.shape[0] < 3:  # Krum needs n_byzantine + 3 rows
         with pytest.raises(ValueError, match="at least n_byzantine"):
-            weighting.aggregate(method, jac, losses=jnp.ones(jac.shape[0]))
+            weighting.aggregate(method, jac, losses=jnp.ones(jac.shape[0]), key=KEY)
         return
     losses = jnp.linspace(0.5, 2.0, jac.shape[0])
-    direction, weights, _ = weighting.aggregate(method, jac, losses=losses)
+    direction, weights, _ = weighting.aggregate(method, jac, losses=losses, key=KEY)
     assert weights is None or np.all(np.isfinite(weights)), case
     assert np.all(np.isfinite(direction)), case
 
@@ -94,17 +111,17 @@ def test_converges_on_conflicting_quadratics(name):
     )
 
     @jax.jit
-    def step(x, state):
+    def step(x, state, key):
         jac = x[None, :] - targets
         # The +1 keeps every loss positive (log-loss methods such as scale_invariant
         # diverge where a loss reaches 0) and changes neither gradients nor Pareto set.
         losses = 0.5 * jnp.sum(jac**2, axis=1) + 1.0
-        direction, _, state = weighting.aggregate(method, jac, losses=losses, state=state)
+        direction, _, state = weighting.aggregate(method, jac, losses=losses, state=state, key=key)
         return x - 0.1 * direction, state
 
     x = jnp.asarray([3.0, 3.0])
-    for _ in range(300):
-        x, state = step(x, state)
+    for i in range(300):
+        x, state = step(x, state, jax.random.fold_in(KEY, i))
     # The Pareto set of these quadratics is the triangle spanned by the targets: the
     # origin-centred point must satisfy x = Σ λ_t a_t with λ on the simplex.
     lam = np.linalg.lstsq(
@@ -134,8 +151,8 @@ def test_jacobian_method_on_pytree_rows_matches_the_flat_matrix(name):
     flat_state = method.init_for(names, jax.ShapeDtypeStruct((10,), jnp.float32))
     update = jax.jit(method.update)
     for _ in range(3):
-        tree_dir, tree_state, _ = update(losses, tree_state, rows)
-        flat_dir, flat_state, _ = update(losses, flat_state, flat)
+        tree_dir, tree_state, _ = update(losses, tree_state, key=KEY, rows=rows)
+        flat_dir, flat_state, _ = update(losses, flat_state, key=KEY, rows=flat)
         joined = jnp.concatenate([tree_dir["a"].reshape(-1), tree_dir["b"]])
         np.testing.assert_allclose(joined, flat_dir, rtol=1e-5, atol=1e-6)
 
@@ -149,7 +166,9 @@ def test_finite_on_extreme_losses(name, case):
     state = method.init_for(
         weighting.default_task_names(3), jax.ShapeDtypeStruct((30,), jnp.float32)
     )
-    step = jax.jit(lambda losses, s: weighting.aggregate(method, jac, losses=losses, state=s))
+    step = jax.jit(
+        lambda losses, s: weighting.aggregate(method, jac, losses=losses, state=s, key=KEY)
+    )
     rows = [loss_bank()[case], loss_bank()["spread"], loss_bank()[case], loss_bank()[case]]
     for losses in rows:
         direction, weights, state = step(jnp.asarray(losses), state)

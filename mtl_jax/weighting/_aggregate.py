@@ -21,6 +21,7 @@ def aggregate(
     method: Weighting,
     jacobian: jax.Array,
     *,
+    key: jax.Array | None = None,
     losses: jax.Array | None = None,
     state: Any = None,
 ) -> tuple[jax.Array, jax.Array | None, Any]:
@@ -32,6 +33,11 @@ def aggregate(
     Args:
       method: a `Weighting`, e.g. `mtl_jax.weighting.mgda()`.
       jacobian: [T, P] matrix whose row t is the gradient of task t's loss.
+      key: the PRNG key of this call's random draws, required by the methods that draw
+        (`method.stochastic`: `rlw`, `pcgrad`, `gradvac`, `graddrop`); the others
+        ignore it and may get `None`. Derive it from your run's seed and step, e.g.
+        `jax.random.fold_in(jax.random.PRNGKey(seed), step)`, so that every step draws
+        fresh numbers and a rerun draws the same ones; there is no default key.
       losses: [T] task losses; required by loss-based methods and by options that use
         losses (e.g. `mgda(normalization="loss")`).
       state: the method's state; `None` initialises it (tasks named `task0, task1, …`).
@@ -67,15 +73,20 @@ def aggregate(
     if losses is not None:
         losses = jax.lax.stop_gradient(jnp.asarray(losses, jnp.float32))
     jacobian = jax.lax.stop_gradient(jacobian)
-    if method.kind == LOSS:
-        if losses is None:
-            raise ValueError("aggregate: this loss-based method needs `losses`")
-        weights, state, _ = method.update(losses, state)
-    elif method.kind == GRAMIAN:
-        weights, state, _ = method.update(losses, state, gramian(jacobian))
-    elif method.kind == JACOBIAN:
-        direction, state, _ = method.update(losses, state, jacobian)
-        return direction, None, state
-    else:
-        raise ValueError(f"aggregate: unsupported method kind {method.kind!r}")
-    return combine(weights, jacobian), weights, state
+    if method.kind == LOSS and losses is None:
+        raise ValueError("aggregate: this loss-based method needs `losses`")
+    if method.stochastic and key is None:
+        raise ValueError(
+            "aggregate: this method draws random numbers; pass key= (a PRNG key derived "
+            "from your run's seed and step)"
+        )
+    output, state, _ = method.update(
+        losses,
+        state,
+        key=key,
+        gramian=gramian(jacobian) if method.kind == GRAMIAN else None,
+        rows=jacobian if method.kind == JACOBIAN else None,
+    )
+    if method.kind == JACOBIAN:
+        return output, None, state
+    return combine(output, jacobian), output, state

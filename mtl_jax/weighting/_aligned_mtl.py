@@ -92,8 +92,8 @@ def aligned_mtl(*, reduction: str = "sum", rank_tol: float | None = None) -> Wei
         del task_names
         return AlignedMTLState()
 
-    def update(losses, state, gramian):
-        del losses
+    def update(losses, state, *, key, gramian=None, rows=None):
+        del losses, key, rows
         num_tasks = gramian.shape[0]
         preference = 1.0 if reduction == "sum" else 1.0 / num_tasks
         balance, rank = balance_transformation(gramian, rank_tol=rank_tol)

@@ -9,21 +9,27 @@ hook that sees the losses after the parameter update.
   shape of one task's gradient, so that the state can hold gradient-shaped buffers or
   per-block values). `task_names` is the sorted tuple of task
   names; the state is a NamedTuple pytree of arrays named after the method (counters,
-  histories, keys, learnable parameters with their own optax state).
-* `LOSS` and `GRAMIAN` methods:
-  `update(losses, state[, gramian]) -> (weights, new_state, metrics)`.
-  `losses` is the [T] vector of task losses, as constants (weights never carry a
-  gradient); `gramian` is the [T, T] Gramian `J Jᵀ` of the per-task gradients, passed
-  only to `GRAMIAN` methods; `weights` is [T]. The library turns weights into the update:
-  the shared gradient is `Σ_t w_t g_t`.
+  histories, learnable parameters with their own optax state).
+* `update(losses, state, *, key, gramian=None, rows=None) -> (output, new_state, metrics)`,
+  one signature for every kind; a method reads what its kind provides and ignores the
+  rest. `losses` is the [T] vector of task losses, as constants (weights never carry a
+  gradient). `key` is the step's PRNG key for this method, derived by the train step
+  from the run's seed and the step (`mtl_jax.train.step_keys`) and passed explicitly by
+  `aggregate`: every random draw of a method comes from it, never from a seed of its own,
+  so runs of different seeds draw differently and a resumed run draws the same numbers.
+  A method whose `update` reads `key` declares `stochastic=True`; the others may be given
+  `key=None`.
+  `gramian` is the [T, T] Gramian `J Jᵀ` of the per-task gradients (`GRAMIAN` methods;
+  the trainer also passes it to `JACOBIAN` ones); `rows` is the pytree of per-task
+  gradients with a leading task axis [T, ...] (`JACOBIAN` methods).
+  `LOSS` and `GRAMIAN` methods return `weights` [T] as `output`; the library turns them
+  into the update: the shared gradient is `Σ_t w_t g_t`. `JACOBIAN` methods return the
+  `direction`, shaped like one row: it *is* the shared gradient (parameter mode) or the
+  representation cotangent that the trunk pulls back (`rep_grad` mode).
 * Blocked `GRAMIAN` methods (`blocks` other than `"whole"`, see `mtl_jax.param_blocks`):
   `gramian` is [B, T, T], one Gramian per parameter block (they sum to the full one), and
   `weights` is [T] (every block) or [B, T] (block b's rows are combined with `weights[b]`).
   Blocks partition shared *parameters*, so these methods need parameter mode.
-* `JACOBIAN` methods: `update(losses, state, rows) -> (direction, new_state, metrics)`.
-  `rows` is the pytree of per-task gradients with a leading task axis [T, ...]; the
-  `direction` has the shape of one row and *is* the shared gradient (parameter mode) or
-  the representation cotangent that the trunk pulls back (`rep_grad` mode).
 * `after_update(losses_before, losses_after, state) -> (new_state, metrics)`, `None` for
   most methods: methods that learn from the effect of the step (FAMO) get the losses of
   the same batch under the updated parameters; the trainer then runs one extra forward.
@@ -51,14 +57,16 @@ Metrics = dict[str, jax.Array]
 
 class Weighting(NamedTuple):
     """A task-weighting method: `init`, `update`, the `kind` of input `update` needs, the
-    optional `after_update` hook and, for Gramian methods, the parameter `blocks` their
-    Gramians are taken over (see the module docstring)."""
+    optional `after_update` hook, for Gramian methods the parameter `blocks` their
+    Gramians are taken over, and whether `update` draws random numbers from its `key`
+    (`stochastic`; see the module docstring)."""
 
     init: Callable[..., State]
     update: Callable[..., tuple[Any, State, Metrics]]
     kind: str
     after_update: Callable[[jax.Array, jax.Array, State], tuple[State, Metrics]] | None = None
     blocks: str = "whole"
+    stochastic: bool = False
 
     @property
     def needs_row(self) -> bool:

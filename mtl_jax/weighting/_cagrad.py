@@ -162,7 +162,7 @@ def cagrad(
 
     Example:
       >>> w = cagrad(c=0.0)
-      >>> weights, _, _ = w.update(None, w.init(("a", "b")), jnp.eye(2))
+      >>> weights, _, _ = w.update(None, w.init(("a", "b")), key=None, gramian=jnp.eye(2))
       >>> [round(float(x), 4) for x in weights]
       [0.5, 0.5]
     """
@@ -180,8 +180,8 @@ def cagrad(
         del task_names
         return CAGradState()
 
-    def update(losses, state, gramian):
-        del losses
+    def update(losses, state, *, key, gramian=None, rows=None):
+        del losses, key, rows
         result = cagrad_dual(gramian, c, max_iters=max_iters, tol=tol)
         mean = 1.0 / gramian.shape[0]
         weights = (mean + result.correction * result.weights) / divisor

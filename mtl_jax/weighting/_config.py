@@ -52,8 +52,8 @@ def config(*, rank_tol: float = 1e-5) -> Weighting:
         del task_names
         return ConFIGState()
 
-    def update(losses, state, gramian):
-        del losses
+    def update(losses, state, *, key, gramian=None, rows=None):
+        del losses, key, rows
         gram = gramian.astype(jnp.float32)
         norms = jnp.sqrt(jnp.maximum(jnp.diagonal(gram), 0.0))
         nonzero = norms > 0

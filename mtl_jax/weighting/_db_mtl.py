@@ -66,7 +66,8 @@ def db_mtl(*, beta: float = 0.9, beta_sigma: float = 0.0, eps: float = 1e-8) -> 
         buffer = jax.tree.map(lambda s: jnp.zeros((num_tasks, *s.shape), s.dtype), row)
         return DBMTLState(jnp.zeros((), jnp.int32), buffer)
 
-    def update(losses, state, rows):
+    def update(losses, state, *, key, gramian=None, rows=None):
+        del key, gramian
         if losses is None:
             raise ValueError("db_mtl: needs the task losses (it balances gradients of log L_t)")
         step = state.step + 1

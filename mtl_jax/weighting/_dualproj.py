@@ -66,8 +66,8 @@ def dualproj(
         del task_names
         return DualProjState()
 
-    def update(losses, state, gramian):
-        del losses
+    def update(losses, state, *, key, gramian=None, rows=None):
+        del losses, key, rows
         num_tasks = gramian.shape[0]
         preference = 1.0 / num_tasks if reduction == "mean" else 1.0
         gram = normalize_and_regularize(gramian, norm_eps=norm_eps, reg_eps=reg_eps)

@@ -57,7 +57,7 @@ def dwa(*, steps_per_epoch: int, temperature: float = 2.0) -> Weighting:
 
     Example:
       >>> w = dwa(steps_per_epoch=100)
-      >>> weights, state, _ = w.update(jnp.array([0.3, 2.0]), w.init(("a", "b")))
+      >>> weights, state, _ = w.update(jnp.array([0.3, 2.0]), w.init(("a", "b")), key=None)
       >>> weights.tolist()  # first epoch
       [1.0, 1.0]
     """
@@ -80,7 +80,8 @@ def dwa(*, steps_per_epoch: int, temperature: float = 2.0) -> Weighting:
             epoch_means=jnp.zeros((2, num_tasks), jnp.float32),
         )
 
-    def update(losses, state):
+    def update(losses, state, *, key, gramian=None, rows=None):
+        del key, gramian, rows
         num_tasks = losses.shape[0]
         older, newer = state.epoch_means[0], state.epoch_means[1]
         positive = older > 0

@@ -22,7 +22,7 @@ def equal(*, reduction: str = "sum") -> Weighting:
 
     Example:
       >>> w = equal()
-      >>> weights, _, _ = w.update(jnp.array([0.3, 2.0]), w.init(("a", "b")))
+      >>> weights, _, _ = w.update(jnp.array([0.3, 2.0]), w.init(("a", "b")), key=None)
       >>> weights.tolist()
       [1.0, 1.0]
     """
@@ -33,7 +33,8 @@ def equal(*, reduction: str = "sum") -> Weighting:
         del task_names
         return EqualState()
 
-    def update(losses, state):
+    def update(losses, state, *, key, gramian=None, rows=None):
+        del key, gramian, rows
         num_tasks = losses.shape[0]
         value = 1.0 if reduction == "sum" else 1.0 / num_tasks
         return jnp.full((num_tasks,), value, jnp.float32), state, {}

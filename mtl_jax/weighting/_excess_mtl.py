@@ -82,8 +82,8 @@ def excess_mtl(*, robust_step_size: float = 1e-2) -> Weighting:
         log_weights = jnp.zeros((num_tasks,), jnp.float32)
         return ExcessMTLState(jnp.zeros((), jnp.int32), grad_sq_sum, initial_risk, log_weights)
 
-    def update(losses, state, rows):
-        del losses
+    def update(losses, state, *, key, gramian=None, rows=None):
+        del losses, key, gramian
         grad_sq_sum = jax.tree.map(lambda a, g: a + jnp.square(g), state.grad_sq_sum, rows)
 
         def leaf_risk(acc, g):

@@ -48,7 +48,7 @@ def fairgrad(*, alpha: float = 1.0, max_iters: int = 20, tol: float = 1e-4) -> W
     Example:
       >>> w = fairgrad(alpha=1.0)
       >>> gram = jnp.diag(jnp.array([1.0, 4.0]))
-      >>> weights, _, _ = w.update(None, w.init(("a", "b")), gram)  # (Gw)_t = 1 / w_t
+      >>> weights, _, _ = w.update(None, w.init(("a", "b")), key=None, gramian=gram)
       >>> [round(float(x), 4) for x in weights]
       [1.0, 0.5]
     """
@@ -64,8 +64,8 @@ def fairgrad(*, alpha: float = 1.0, max_iters: int = 20, tol: float = 1e-4) -> W
         del task_names
         return FairGradState()
 
-    def update(losses, state, gramian):
-        del losses
+    def update(losses, state, *, key, gramian=None, rows=None):
+        del losses, key, rows
         result = fair_weights(gramian, power, tol=tol, max_iters=max_iters)
         metrics = {"solver_iterations": result.iterations, "solver_residual": result.residual}
         return result.weights, state, metrics

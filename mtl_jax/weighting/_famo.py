@@ -57,7 +57,7 @@ def famo(
     Example:
       >>> method = famo()
       >>> state = method.init(("a", "b"))
-      >>> weights, state, _ = method.update(jnp.array([1.0, 3.0]), state)
+      >>> weights, state, _ = method.update(jnp.array([1.0, 3.0]), state, key=None)
       >>> state, _ = method.after_update(jnp.array([1.0, 3.0]), jnp.array([0.5, 2.9]), state)
     """
     if learning_rate <= 0:
@@ -74,7 +74,8 @@ def famo(
         logits = jnp.zeros((len(task_names),), jnp.float32)
         return FAMOState(logits, tx.init(logits))
 
-    def update(losses, state):
+    def update(losses, state, *, key, gramian=None, rows=None):
+        del key, gramian, rows
         z = jax.nn.softmax(state.logits)
         scaled = z / shifted(losses)
         return scaled / jnp.sum(scaled), state, {"logits": state.logits}

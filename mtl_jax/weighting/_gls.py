@@ -47,7 +47,7 @@ def gls(*, eps: float = 1e-20) -> Weighting:
 
     Example:
       >>> w = gls()
-      >>> weights, _, _ = w.update(jnp.array([1.0, 4.0]), w.init(("a", "b")))
+      >>> weights, _, _ = w.update(jnp.array([1.0, 4.0]), w.init(("a", "b")), key=None)
       >>> weights.tolist()  # geometric mean 2 over T · L_t
       [1.0, 0.25]
     """
@@ -58,7 +58,8 @@ def gls(*, eps: float = 1e-20) -> Weighting:
         del task_names
         return GLSState()
 
-    def update(losses, state):
+    def update(losses, state, *, key, gramian=None, rows=None):
+        del key, gramian, rows
         log_losses = jnp.log(jnp.maximum(losses, eps))
         log_mean = jnp.mean(log_losses)
         weights = jnp.exp(log_mean - log_losses) / losses.shape[0]

@@ -13,12 +13,10 @@ from mtl_jax.weighting._base import JACOBIAN, Weighting
 
 
 class GradDropState(NamedTuple):
-    """The PRNG key of the next mask (split at every update)."""
-
-    key: jax.Array
+    """Empty: the mask's uniforms come from the step key."""
 
 
-def graddrop(*, leak: float = 0.0, seed: int = 0) -> Weighting:
+def graddrop(*, leak: float = 0.0) -> Weighting:
     """GradDrop, Chen et al., "Just Pick a Sign: Optimizing Deep Multitask Models with
     Gradient Sign Dropout", NeurIPS 2020, Alg. 1 (lines 10–15).
 
@@ -39,39 +37,35 @@ def graddrop(*, leak: float = 0.0, seed: int = 0) -> Weighting:
     and is not done here (torchjd's `GradDrop` does as we do). In parameter mode
     (`rep_grad=False`) the mask acts on the coordinates of the shared parameters.
 
-    The uniforms come from the key in the state: `init` builds it from `seed`, and every
-    `update` splits it. One draw covers the concatenation of the leaves in tree order, so
+    The uniforms are drawn from the step key that `update` receives (derived from the
+    run's seed and the step). One draw covers the concatenation of the leaves in tree order, so
     a pytree of rows gives the same direction as the flattened `[T, P]` matrix.
 
     Args:
       leak: `ℓ ∈ [0, 1]`, the fraction of every gradient that passes the mask (LibMTL: 0;
         `ℓ = 1` gives `Σ_t g_t`).
-      seed: integer seed of the initial key.
 
     Metrics: `kept_fraction` [T], the fraction of each task's nonzero coordinates that
     the mask keeps (1 for a zero row).
 
     Example:
       >>> J = jnp.array([[1.0, -2.0], [3.0, 1.0]])
-      >>> direction, _, state = aggregate(graddrop(), J)
+      >>> direction, _, state = aggregate(graddrop(), J, key=jax.random.PRNGKey(0))
       >>> float(direction[0])  # both tasks push coordinate 0 the same way: kept in full
       4.0
     """
     if not isinstance(leak, int | float) or isinstance(leak, bool) or not 0.0 <= leak <= 1.0:
         raise ValueError(f"graddrop: leak must be a number in [0, 1], got {leak!r}")
-    if not isinstance(seed, int) or isinstance(seed, bool):
-        raise ValueError(f"graddrop: seed must be an integer, got {seed!r}")
 
     def init(task_names, row):
         del task_names, row
-        return GradDropState(jax.random.PRNGKey(seed))
+        return GradDropState()
 
-    def update(losses, state, rows):
-        del losses
-        key, draw = jax.random.split(state.key)
+    def update(losses, state, *, key, gramian=None, rows=None):
+        del losses, gramian
         leaves, treedef = jax.tree.flatten(rows)
         sizes = [math.prod(leaf.shape[1:]) for leaf in leaves]
-        uniforms = jax.random.uniform(draw, (sum(sizes),), jnp.float32)
+        uniforms = jax.random.uniform(key, (sum(sizes),), jnp.float32)
         offset = 0
         directions, kept, nonzero = [], 0.0, 0.0
         for leaf, size in zip(leaves, sizes, strict=True):
@@ -93,6 +87,6 @@ def graddrop(*, leak: float = 0.0, seed: int = 0) -> Weighting:
             nonzero = nonzero + jnp.sum(present, axis=axes)
         kept_fraction = jnp.where(nonzero > 0, kept / jnp.maximum(nonzero, 1), 1.0)
         direction = jax.tree.unflatten(treedef, directions)
-        return direction, GradDropState(key), {"kept_fraction": kept_fraction}
+        return direction, state, {"kept_fraction": kept_fraction}
 
-    return Weighting(init=init, update=update, kind=JACOBIAN)
+    return Weighting(init=init, update=update, kind=JACOBIAN, stochastic=True)

@@ -66,7 +66,8 @@ def gradnorm(
             logits, tx.init(logits), jnp.ones((num_tasks,), jnp.float32), jnp.zeros((), jnp.int32)
         )
 
-    def update(losses, state, gramian):
+    def update(losses, state, *, key, gramian=None, rows=None):
+        del key, rows
         num_tasks = losses.shape[0]
         if last_layer:  # blocks: [every other parameter, the last layer]
             gramian = gramian[1]

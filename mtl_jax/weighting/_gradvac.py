@@ -12,11 +12,9 @@ from mtl_jax.weighting._base import GRAMIAN, Weighting
 
 
 class GradVacState(NamedTuple):
-    """EMA cosine targets `φ̂` ([T, T], or [B, T, T] per parameter block) and the PRNG key
-    of the task orders."""
+    """EMA cosine targets `φ̂` ([T, T], or [B, T, T] per parameter block)."""
 
     targets: jax.Array
-    key: jax.Array
 
 
 def _safe_div(num, den):
@@ -55,7 +53,7 @@ def _vaccinate(gramian, targets, orders, beta):
     return coeffs, targets
 
 
-def gradvac(*, beta: float = 0.5, seed: int = 0, blocks: str = "whole") -> Weighting:
+def gradvac(*, beta: float = 0.5, blocks: str = "whole") -> Weighting:
     """Gradient Vaccine, Wang et al., ICLR 2021, Alg. 1.
 
     For each task i, the other tasks j are visited in a random order; when the cosine
@@ -74,11 +72,11 @@ def gradvac(*, beta: float = 0.5, seed: int = 0, blocks: str = "whole") -> Weigh
     block b of the update is `Σ_i g'_i` restricted to block b. Parameter mode only.
 
     Conventions (as LibMTL): targets start at 0; the EMA moves after every visited pair
-    whether or not it was corrected.
+    whether or not it was corrected. The visiting orders are drawn from the step key that
+    `update` receives (derived from the run's seed and the step).
 
     Args:
       beta: EMA rate of the targets (paper and LibMTL: 0.5).
-      seed: seed of the PRNG key kept in the state for the visiting orders.
       blocks: `"whole"` (default, LibMTL `group_type=0`), `"layer"` (1) or `"tensor"` (2).
     """
     if not 0.0 <= beta <= 1.0:
@@ -92,23 +90,20 @@ def gradvac(*, beta: float = 0.5, seed: int = 0, blocks: str = "whole") -> Weigh
         shape = (num_tasks, num_tasks)
         if blocked:
             shape = (param_blocks.count(row, blocks), *shape)
-        return GradVacState(
-            jnp.zeros(shape, jnp.float32), jax.random.key_data(jax.random.PRNGKey(seed))
-        )
+        return GradVacState(jnp.zeros(shape, jnp.float32))
 
-    def update(losses, state, gramian):
-        del losses
+    def update(losses, state, *, key, gramian=None, rows=None):
+        del losses, rows
         num_tasks = gramian.shape[-1]
-        key, order_key = jax.random.split(jax.random.wrap_key_data(state.key))
         orders = jax.vmap(lambda k: jax.random.permutation(k, num_tasks))(
-            jax.random.split(order_key, num_tasks)
+            jax.random.split(key, num_tasks)
         )
         if not blocked:
             coeffs, targets = _vaccinate(gramian, state.targets, orders, beta)
-            return jnp.sum(coeffs, axis=0), GradVacState(targets, jax.random.key_data(key)), {}
+            return jnp.sum(coeffs, axis=0), GradVacState(targets), {}
         coeffs, targets = jax.vmap(_vaccinate, in_axes=(0, 0, None, None))(
             gramian, state.targets, orders, beta
         )
-        return jnp.sum(coeffs, axis=1), GradVacState(targets, jax.random.key_data(key)), {}
+        return jnp.sum(coeffs, axis=1), GradVacState(targets), {}
 
-    return Weighting(init=init, update=update, kind=GRAMIAN, blocks=blocks)
+    return Weighting(init=init, update=update, kind=GRAMIAN, blocks=blocks, stochastic=True)

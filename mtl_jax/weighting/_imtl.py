@@ -47,7 +47,8 @@ def imtl(*, learning_rate: float = 1e-3, init_scale: float = 0.0) -> Weighting:
     Example:
       >>> w = imtl()
       >>> gram = jnp.diag(jnp.array([1.0, 4.0]))
-      >>> weights, _, _ = w.update(jnp.array([1.0, 1.0]), w.init(("a", "b")), gram)
+      >>> losses = jnp.array([1.0, 1.0])
+      >>> weights, _, _ = w.update(losses, w.init(("a", "b")), key=None, gramian=gram)
       >>> [round(float(x), 4) for x in weights]  # s = 0: IMTL-G
       [0.6667, 0.3333]
     """
@@ -58,7 +59,8 @@ def imtl(*, learning_rate: float = 1e-3, init_scale: float = 0.0) -> Weighting:
     def init(task_names):
         return IMTLState(*init_loss_scale(tx, len(task_names), init_scale))
 
-    def update(losses, state, gramian):
+    def update(losses, state, *, key, gramian=None, rows=None):
+        del key, rows
         if losses is None:
             raise ValueError("imtl: needs the task losses to learn the loss scales")
         s = state.loss_scale

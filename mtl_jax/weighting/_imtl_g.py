@@ -103,7 +103,8 @@ def imtl_g() -> Weighting:
 
     Example:
       >>> w = imtl_g()
-      >>> weights, _, _ = w.update(None, w.init(("a", "b")), jnp.diag(jnp.array([1.0, 4.0])))
+      >>> gram = jnp.diag(jnp.array([1.0, 4.0]))
+      >>> weights, _, _ = w.update(None, w.init(("a", "b")), key=None, gramian=gram)
       >>> [round(float(x), 4) for x in weights]  # d = (g_a + g_b / 2) / 1.5: equal projections
       [0.6667, 0.3333]
     """
@@ -112,8 +113,8 @@ def imtl_g() -> Weighting:
         del task_names
         return IMTLGState()
 
-    def update(losses, state, gramian):
-        del losses
+    def update(losses, state, *, key, gramian=None, rows=None):
+        del losses, key, rows
         weights, residual = equal_projection_weights(gramian)
         return weights, state, {"solver_residual": residual}
 

@@ -58,7 +58,7 @@ def imtl_l(*, learning_rate: float = 1e-3, init_scale: float = 0.0) -> Weighting
 
     Example:
       >>> w = imtl_l()
-      >>> weights, _, _ = w.update(jnp.array([0.5, 2.0]), w.init(("a", "b")))
+      >>> weights, _, _ = w.update(jnp.array([0.5, 2.0]), w.init(("a", "b")), key=None)
       >>> weights.tolist()
       [1.0, 1.0]
     """
@@ -69,7 +69,8 @@ def imtl_l(*, learning_rate: float = 1e-3, init_scale: float = 0.0) -> Weighting
     def init(task_names):
         return IMTLLState(*init_loss_scale(tx, len(task_names), init_scale))
 
-    def update(losses, state):
+    def update(losses, state, *, key, gramian=None, rows=None):
+        del key, gramian, rows
         s = state.loss_scale
         new_s, opt_state = loss_scale_step(tx, s, state.opt_state, losses)
         return jnp.exp(s), IMTLLState(new_s, opt_state), {"loss_scale": s}

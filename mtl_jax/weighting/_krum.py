@@ -60,8 +60,8 @@ def krum(*, n_byzantine: int = 0, n_selected: int = 1, distance: str = "squared"
         del task_names
         return KrumState()
 
-    def update(losses, state, gramian):
-        del losses
+    def update(losses, state, *, key, gramian=None, rows=None):
+        del losses, key, rows
         num_tasks = gramian.shape[0]
         if num_tasks < n_byzantine + 3:
             raise ValueError(

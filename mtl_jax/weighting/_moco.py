@@ -7,7 +7,8 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from mtl_jax.jacobian import combine, gramian
+from mtl_jax.jacobian import combine
+from mtl_jax.jacobian import gramian as gramian_of
 from mtl_jax.weighting._base import JACOBIAN, Weighting
 
 NORMALIZATIONS = ("none", "loss")
@@ -120,7 +121,8 @@ def moco(
         weights = jnp.full((num_tasks,), 1.0 / num_tasks, jnp.float32)
         return MoCoState(jnp.zeros((), jnp.int32), tracked, weights)
 
-    def update(losses, state, rows):
+    def update(losses, state, *, key, gramian=None, rows=None):
+        del key, gramian
         step = state.step + 1
         k = step.astype(jnp.float32)
         if normalization == "loss":
@@ -140,7 +142,7 @@ def moco(
             )
         rate = beta / k**beta_sigma
         tracked = jax.tree.map(lambda y, g: y - rate.astype(y.dtype) * (y - g), state.tracked, rows)
-        gram = gramian(tracked)
+        gram = gramian_of(tracked)
         num_tasks = gram.shape[0]
         step_size = gamma / k**gamma_sigma
         target = state.weights - step_size * (gram + rho * jnp.eye(num_tasks)) @ state.weights

@@ -72,7 +72,7 @@ def nash_mtl(
     Example:
       >>> w = nash_mtl(max_norm=0.0)
       >>> gram = jnp.diag(jnp.array([1.0, 4.0]))
-      >>> weights, _, _ = w.update(None, w.init(("a", "b")), gram)  # α_t = 1 / ‖g_t‖
+      >>> weights, _, _ = w.update(None, w.init(("a", "b")), key=None, gramian=gram)
       >>> [round(float(x), 4) for x in weights]
       [1.0, 0.5]
     """
@@ -88,8 +88,8 @@ def nash_mtl(
         # which it never does (step 0 always solves).
         return NashMTLState(jnp.asarray(0, jnp.int32), jnp.ones((len(task_names),), jnp.float32))
 
-    def update(losses, state, gramian):
-        del losses
+    def update(losses, state, *, key, gramian=None, rows=None):
+        del losses, key, rows
 
         def solve(_):
             result = fair_weights(gramian, 1.0, tol=tol, max_iters=max_iters)

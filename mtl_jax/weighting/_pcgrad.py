@@ -12,9 +12,7 @@ from mtl_jax.weighting._solvers import cosine_gramian
 
 
 class PCGradState(NamedTuple):
-    """The PRNG key of the next projection order (split at every update)."""
-
-    key: jax.Array
+    """Empty: the projection orders come from the step key."""
 
 
 def task_orders(key: jax.Array, num_tasks: int) -> jax.Array:
@@ -70,7 +68,7 @@ def pcgrad_weights(gram: jax.Array, orders: jax.Array) -> tuple[jax.Array, jax.A
     return jnp.where(cos.active, totals / safe, 1.0), count
 
 
-def pcgrad(*, seed: int = 0) -> Weighting:
+def pcgrad() -> Weighting:
     """PCGrad, Yu, Kumar, Gupta, Levine, Hausman & Finn, NeurIPS 2020, Alg. 1.
 
     Each task gradient `g_i` is projected, in a random order of the tasks, onto the normal
@@ -83,32 +81,28 @@ def pcgrad(*, seed: int = 0) -> Weighting:
     Conventions that change numbers: as in LibMTL and the reference implementation, each
     task draws its own random order of *all* tasks, itself included (a no-op unless
     earlier projections turned `g_i'` against `g_i`); Alg. 1 in the paper skips `j = i`.
-    The orders come from the key in the state, split at every update, so the same state
-    gives the same weights and a resumed run draws the same orders.
-
-    Args:
-      seed: integer seed of the initial key.
+    The orders are drawn from the step key that `update` receives (derived from the
+    run's seed and the step), so the same key gives the same weights and a resumed run
+    draws the same orders.
 
     Metrics: `num_projections`, the number of projections performed this step.
 
     Example:
       >>> w = pcgrad()
       >>> gram = jnp.array([[1.0, -0.5], [-0.5, 1.0]])
-      >>> weights, _, _ = w.update(None, w.init(("a", "b")), gram)  # g_i' = g_i + g_j / 2
+      >>> key = jax.random.PRNGKey(0)
+      >>> weights, _, _ = w.update(None, w.init(("a", "b")), key=key, gramian=gram)
       >>> [round(float(x), 4) for x in weights]
       [1.5, 1.5]
     """
-    if not isinstance(seed, int) or isinstance(seed, bool):
-        raise ValueError(f"pcgrad: seed must be an integer, got {seed!r}")
 
     def init(task_names):
         del task_names
-        return PCGradState(jax.random.PRNGKey(seed))
+        return PCGradState()
 
-    def update(losses, state, gramian):
-        del losses
-        key, draw = jax.random.split(state.key)
-        weights, count = pcgrad_weights(gramian, task_orders(draw, gramian.shape[0]))
-        return weights, PCGradState(key), {"num_projections": count}
+    def update(losses, state, *, key, gramian=None, rows=None):
+        del losses, rows
+        weights, count = pcgrad_weights(gramian, task_orders(key, gramian.shape[0]))
+        return weights, state, {"num_projections": count}
 
-    return Weighting(init=init, update=update, kind=GRAMIAN)
+    return Weighting(init=init, update=update, kind=GRAMIAN, stochastic=True)

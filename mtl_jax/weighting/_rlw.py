@@ -11,12 +11,10 @@ from mtl_jax.weighting._base import LOSS, Weighting
 
 
 class RLWState(NamedTuple):
-    """The PRNG key of the next draw (split at every update)."""
-
-    key: jax.Array
+    """Empty: every draw comes from the step key."""
 
 
-def rlw(*, seed: int = 0) -> Weighting:
+def rlw() -> Weighting:
     """Random loss weighting: fresh weights `w = softmax(z)`, `z ~ N(0, I)`, every step.
 
     Lin et al., "Reasonable Effectiveness of Random Weighting: A Litmus Test for
@@ -25,30 +23,25 @@ def rlw(*, seed: int = 0) -> Weighting:
     simplex (they sum to 1, not to T), so the shared learning rate is effectively `1/T`
     of `equal(reduction="sum")`'s, as in LibMTL.
 
-    All randomness comes from the key in the state: `init` builds it from `seed`, and
-    every `update` splits it, drawing with one half and keeping the other. The same state
-    therefore gives the same weights, and a run resumed from a checkpointed state draws
-    the same sequence.
-
-    Args:
-      seed: integer seed of the initial key.
+    `z` is drawn from the step key that `update` receives (the train step derives it
+    from the run's seed and the step), so runs of different seeds draw different weights,
+    the same seed draws the same ones, and a resumed run continues the same sequence.
 
     Example:
-      >>> w = rlw(seed=0)
-      >>> weights, state, _ = w.update(jnp.ones(3), w.init(("a", "b", "c")))
+      >>> w = rlw()
+      >>> key = jax.random.PRNGKey(0)
+      >>> weights, state, _ = w.update(jnp.ones(3), w.init(("a", "b", "c")), key=key)
       >>> round(float(weights.sum()), 5)
       1.0
     """
-    if not isinstance(seed, int) or isinstance(seed, bool):
-        raise ValueError(f"rlw: seed must be an integer, got {seed!r}")
 
     def init(task_names):
         del task_names
-        return RLWState(jax.random.PRNGKey(seed))
+        return RLWState()
 
-    def update(losses, state):
-        key, draw = jax.random.split(state.key)
-        logits = jax.random.normal(draw, losses.shape, jnp.float32)
-        return jax.nn.softmax(logits), RLWState(key), {}
+    def update(losses, state, *, key, gramian=None, rows=None):
+        del gramian, rows
+        logits = jax.random.normal(key, losses.shape, jnp.float32)
+        return jax.nn.softmax(logits), state, {}
 
-    return Weighting(init=init, update=update, kind=LOSS)
+    return Weighting(init=init, update=update, kind=LOSS, stochastic=True)

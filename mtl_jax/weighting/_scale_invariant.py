@@ -38,7 +38,7 @@ def scale_invariant(*, eps: float = 1e-20) -> Weighting:
 
     Example:
       >>> w = scale_invariant()
-      >>> weights, _, _ = w.update(jnp.array([0.5, 4.0]), w.init(("a", "b")))
+      >>> weights, _, _ = w.update(jnp.array([0.5, 4.0]), w.init(("a", "b")), key=None)
       >>> weights.tolist()
       [2.0, 0.25]
     """
@@ -49,7 +49,8 @@ def scale_invariant(*, eps: float = 1e-20) -> Weighting:
         del task_names
         return ScaleInvariantState()
 
-    def update(losses, state):
+    def update(losses, state, *, key, gramian=None, rows=None):
+        del key, gramian, rows
         return 1.0 / jnp.maximum(losses, eps), state, {}
 
     return Weighting(init=init, update=update, kind=LOSS)

@@ -77,7 +77,7 @@ def stch(
     Example:
       >>> w = stch(steps_per_epoch=500)
       >>> state = w.init(("depth", "segmentation"))
-      >>> weights, state, _ = w.update(jnp.array([0.5, 2.0]), state)
+      >>> weights, state, _ = w.update(jnp.array([0.5, 2.0]), state, key=None)
       >>> weights.tolist()  # warm-up: 1 / L
       [2.0, 0.5]
     """
@@ -102,7 +102,8 @@ def stch(
             nadir=jnp.ones((num_tasks,), jnp.float32),
         )
 
-    def update(losses, state):
+    def update(losses, state, *, key, gramian=None, rows=None):
+        del key, gramian, rows
         num_tasks = losses.shape[0]
         clamped = jnp.maximum(losses.astype(jnp.float32), eps)
         log_excess = jnp.log(clamped) - jnp.log(state.nadir)

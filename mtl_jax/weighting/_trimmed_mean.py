@@ -52,8 +52,8 @@ def trimmed_mean(*, trim_number: int = 1) -> Weighting:
         check(len(task_names))
         return TrimmedMeanState()
 
-    def update(losses, state, rows):
-        del losses
+    def update(losses, state, *, key, gramian=None, rows=None):
+        del losses, key, gramian
         leaves = jax.tree.leaves(rows)
         num_tasks = leaves[0].shape[0]
         check(num_tasks)

@@ -37,7 +37,8 @@ def uncertainty(*, learning_rate: float = 1e-3, init_log_variance: float = -0.5)
         s = jnp.full((len(task_names),), init_log_variance, jnp.float32)
         return UncertaintyState(s, tx.init(s))
 
-    def update(losses, state):
+    def update(losses, state, *, key, gramian=None, rows=None):
+        del key, gramian, rows
         s = state.log_variance
         precision = jnp.exp(-s)
         grad = 0.5 * (1.0 - precision * losses)
