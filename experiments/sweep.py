@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import subprocess
 import sys
 import time
@@ -46,11 +47,33 @@ class PlannedRun:
 STALE = "stale"
 
 
-def _method_overrides(method: str) -> list[str]:
-    name = method.removesuffix(REP_GRAD_SUFFIX)
+def parse_method(spec: str) -> tuple[str, bool, dict[str, str]]:
+    """`name[+rep_grad][:key=value...]` -> (name, rep_grad, options as text).
+
+    Raises:
+      ValueError: an option without `=`.
+    """
+    head, *options = spec.split(":")
+    parsed = {}
+    for option in options:
+        key, sep, value = option.partition("=")
+        if not sep or not key:
+            raise ValueError(f"method {spec!r}: options look like :key=value, got {option!r}")
+        parsed[key] = value
+    return head.removesuffix(REP_GRAD_SUFFIX), head.endswith(REP_GRAD_SUFFIX), parsed
+
+
+def method_directory(spec: str) -> str:
+    """The directory name of a method spec (`:` becomes `-`)."""
+    return spec.replace(":", "-")
+
+
+def _method_overrides(spec: str) -> list[str]:
+    name, rep_grad, options = parse_method(spec)
     overrides = [f"--config.weighting.name={name}"]
-    if method.endswith(REP_GRAD_SUFFIX):
+    if rep_grad:
         overrides.append("--config.weighting.rep_grad=True")
+    overrides += [f"--config.weighting.kwargs.{key}={value}" for key, value in options.items()]
     return overrides
 
 
@@ -60,7 +83,7 @@ def plan_runs(
     """Every run of the sweep, methods × seeds then (with `stl`) tasks × seeds."""
     runs = [
         PlannedRun(
-            root / method / f"seed{seed}",
+            root / method_directory(method) / f"seed{seed}",
             [*overrides, *_method_overrides(method), f"--config.seed={seed}"],
         )
         for method in methods
@@ -71,8 +94,10 @@ def plan_runs(
             PlannedRun(
                 root / "stl" / task / f"seed{seed}",
                 [
-                    *overrides, "--config.weighting.name=equal",
-                    f"--config.tasks={task}", f"--config.seed={seed}",
+                    *overrides,
+                    "--config.weighting.name=equal",
+                    f"--config.tasks={task}",
+                    f"--config.seed={seed}",
                 ],
             )  # fmt: skip
             for task in tasks
@@ -155,7 +180,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--config", required=True)
     parser.add_argument("--workdir", required=True)
-    parser.add_argument("--methods", required=True, help="comma-separated method names")
+    parser.add_argument(
+        "--methods",
+        required=True,
+        help="comma-separated methods: name[+rep_grad][:key=value...], e.g. krum:n_selected=2",
+    )
     parser.add_argument("--seeds", default="0", help="comma-separated integer seeds")
     parser.add_argument("--stl", action="store_true", help="also train each task alone")
     parser.add_argument("--baseline", default="", help="benchmark name for Δm%%")
@@ -168,6 +197,11 @@ def main(argv: list[str] | None = None) -> int:
         help="report the evaluation with the best mean <task>/METRIC on the config's select_split",
     )
     parser.add_argument("--pareto", default="", help="two metrics X,Y for pareto.png")
+    parser.add_argument(
+        "--no-run",
+        action="store_true",
+        help="run nothing: validate, then summarise the runs that are finished",
+    )
     parser.add_argument(
         "--overwrite",
         action="store_true",
@@ -193,7 +227,11 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    unknown = sorted({m.removesuffix(REP_GRAD_SUFFIX) for m in methods} - set(weighting.METHODS))
+    try:
+        names = {parse_method(m)[0] for m in methods}
+    except ValueError as error:
+        parser.error(str(error))
+    unknown = sorted(names - set(weighting.METHODS))
     if unknown or not methods or not seeds:
         parser.error(f"unknown methods {unknown} (valid: {list(weighting.METHODS)})")
     if args.baseline and args.baseline not in BENCHMARKS:
@@ -223,30 +261,40 @@ def main(argv: list[str] | None = None) -> int:
                 file=sys.stderr,
             )
         return 2
-    failed = execute(args.config, runs, overwrite=args.overwrite)
+    failed = [] if args.no_run else execute(args.config, runs, overwrite=args.overwrite)
 
-    from mtl_jax import plots, summary
+    from mtl_jax import plots, provenance, summary
+    from mtl_jax import workdir as wd
 
-    runs = []
-    for method in methods:
-        try:
-            runs += summary.load_runs(
-                root / method, last_evals=args.last_evals, select_by=args.select_by
-            )
-        except FileNotFoundError:
-            print(f"[sweep] no finished run of {method!r}", file=sys.stderr)
+    # Only this sweep's runs (validated above) are summarised, never other files under root.
+    finished = [run for run in runs if (run.workdir / wd.RESULTS_FILE).is_file()]
+    loaded = {
+        run.workdir: summary.load_run(
+            run.workdir, last_evals=args.last_evals, select_by=args.select_by
+        )
+        for run in finished
+    }
+    stl_root = root / "stl"
+    runs = [r for path, r in loaded.items() if stl_root not in path.parents]
     if not runs:
         print("[sweep] no finished run: nothing to summarise", file=sys.stderr)
         return 1
     baseline = args.baseline or None
     if args.stl and baseline is None:
-        stl_runs = summary.load_runs(
-            root / "stl", last_evals=args.last_evals, select_by=args.select_by
-        )
-        baseline = summary.single_task_baseline(stl_runs)
+        stl_runs = [r for path, r in loaded.items() if stl_root in path.parents]
+        if not stl_runs:
+            print("[sweep] no finished single-task run: no Δm% column", file=sys.stderr)
+        else:
+            baseline = summary.single_task_baseline(stl_runs)
     rows = summary.summarize(runs, directions, baseline=baseline)
     title = f"{Path(args.config).stem}: {len(methods)} methods × {len(seeds)} seeds"
-    (root / "summary.md").write_text(summary.to_markdown(rows, title=title))
+    record = {
+        "sweep": provenance.collect(),
+        "runs": summary.run_provenance(list(loaded.values())),
+    }
+    (root / "provenance.json").write_text(json.dumps(record, indent=2) + "\n")
+    footer = summary.provenance_note(record)
+    (root / "summary.md").write_text(summary.to_markdown(rows, title=title) + footer)
     (root / "summary.csv").write_text(summary.to_csv(rows))
     plots.plot_pareto(runs, pareto[0], pareto[1], directions, root / "pareto.png")
     for run in runs:

@@ -83,9 +83,13 @@ def reported_metrics(
 
 
 def run_label(config: Mapping[str, Any]) -> str:
-    """The method name, with "+rep_grad" when the run used representation gradients."""
-    label = config["weighting"]["name"]
-    return f"{label}+rep_grad" if config["weighting"].get("rep_grad") else label
+    """The method name, with "+rep_grad" when the run used representation gradients and
+    `:key=value` for each option set in `weighting.kwargs` (sorted), e.g.
+    `krum:n_selected=2` (the sweep's method spec)."""
+    weighting = config["weighting"]
+    label = weighting["name"] + ("+rep_grad" if weighting.get("rep_grad") else "")
+    options = weighting.get("kwargs") or {}
+    return label + "".join(f":{key}={options[key]}" for key in sorted(options))
 
 
 def load_run(workdir: str | Path, *, last_evals: int = 0, select_by: str = "") -> Run:
@@ -116,6 +120,52 @@ def load_runs(directory: str | Path, *, last_evals: int = 0, select_by: str = ""
     if not runs:
         raise FileNotFoundError(f"no finished run ({RESULTS_FILE}) under {str(directory)!r}")
     return sorted(runs, key=lambda r: (r.label, r.seed))
+
+
+def run_provenance(runs: Sequence[Run]) -> list[dict[str, Any]]:
+    """Per run: its workdir, label, seed, and the code (commit, dirty), versions and
+    devices its results.json records (None for results written before provenance)."""
+    records = []
+    for run in runs:
+        results = json.loads((run.path / RESULTS_FILE).read_text())
+        origin = results.get("provenance")
+        records.append(
+            {
+                "workdir": str(run.path),
+                "label": run.label,
+                "seed": run.seed,
+                "git": origin and origin["git"],
+                "versions": origin and origin["versions"],
+                "devices": origin and origin["devices"],
+                "dataset": origin and origin["dataset"],
+            }
+        )
+    return records
+
+
+def provenance_note(record: Mapping[str, Any]) -> str:
+    """Markdown lines under a table: the sweep's code and machine, and every distinct
+    code state (commit, dirty) and device kind its runs were produced with."""
+    from mtl_jax import provenance
+
+    runs = record["runs"]
+    codes = sorted(
+        {
+            "unrecorded" if not r["git"] and not r["versions"] else
+            (f"{r['git']['commit'][:12]}{' (dirty)' if r['git']['dirty'] else ''}"
+             if r["git"] else "no git checkout")
+            for r in runs
+        }
+    )  # fmt: skip
+    devices = sorted(
+        {f"{r['devices']['count']} × {r['devices']['kind']}" for r in runs if r["devices"]}
+    )
+    lines = [
+        "",
+        f"Summarised with: {provenance.describe(record['sweep'])}.",
+        f"Runs ({len(runs)}) produced by code {', '.join(codes)} on {', '.join(devices) or '?'}.",
+    ]
+    return "\n".join(lines) + "\n"
 
 
 def single_task_baseline(runs: Sequence[Run]) -> dict[str, float]:
