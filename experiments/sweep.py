@@ -294,12 +294,13 @@ def main(argv: list[str] | None = None) -> int:
     }
     (root / "provenance.json").write_text(json.dumps(record, indent=2) + "\n")
     footer = summary.provenance_note(record)
-    (root / "summary.md").write_text(summary.to_markdown(rows, title=title) + footer)
+    table = summary.to_markdown(rows, title=title, directions=directions)
+    (root / "summary.md").write_text(table + footer)
     (root / "summary.csv").write_text(summary.to_csv(rows))
     plots.plot_pareto(runs, pareto[0], pareto[1], directions, root / "pareto.png")
     for run in runs:
         plots.plot_run(run.path, title=f"{run.label} seed {run.seed}")
-    print(summary.to_markdown(rows, title=title))
+    print(table)
     if failed:
         print(f"[sweep] {len(failed)} run(s) failed: {failed}", file=sys.stderr)
         return 1

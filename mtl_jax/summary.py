@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from mtl_jax import metrics as mtl_metrics
+from mtl_jax import statistics
 
 RESULTS_FILE = "results.json"
 
@@ -191,18 +192,26 @@ def single_task_baseline(runs: Sequence[Run]) -> dict[str, float]:
     return baseline
 
 
+DELTA_M = "Δm%"  # the key of Δm% in a row's paired comparisons
+
+
 @dataclasses.dataclass(frozen=True)
 class Row:
-    """One method's line: metric means and stds over seeds, Δm% (None without a
-    baseline), mean rank over metrics, rank by Δm (or by MR without a baseline)."""
+    """One method's line: metric means, sample stds and 95% intervals (half-widths, None
+    for one seed) over seeds; Δm% as (mean, std, interval) (None without a baseline);
+    mean rank over metrics; rank by Δm (or by MR without a baseline); and `paired`, the
+    per-seed comparison with the reference method on the seeds both ran (metric keys
+    and `DELTA_M`; None for the reference itself or when it is absent)."""
 
     label: str
     seeds: tuple[int, ...]
     mean: dict[str, float]
     std: dict[str, float]
-    delta_m: tuple[float, float] | None
+    ci95: dict[str, float | None]
+    delta_m: tuple[float, float, float | None] | None
     mean_rank: float
     rank: int
+    paired: dict[str, statistics.PairedDifference] | None = None
 
 
 def summarize(
@@ -210,6 +219,7 @@ def summarize(
     directions: Mapping[str, int],
     *,
     baseline: str | Mapping[str, float] | None = None,
+    reference: str = "equal",
 ) -> list[Row]:
     """Aggregates runs by label over seeds, sorted by rank (best first).
 
@@ -217,6 +227,8 @@ def summarize(
       runs: the multi-task runs to compare (all with the same tasks).
       directions: `{"<task>/<metric>": ±1}` for the compared metrics (losses are left out).
       baseline: for Δm%: a benchmark name, a mapping, or None for no Δm column.
+      reference: the label every other method is compared with, seed by seed
+        (`statistics.paired_difference`); no comparison when no run has that label.
 
     Raises:
       ValueError: runs with different task sets, or a metric missing from a run.
@@ -232,12 +244,22 @@ def summarize(
             raise ValueError(f"run {str(run.path)!r} lacks metric(s) {missing}")
         groups.setdefault(run.label, []).append(run)
     labels = sorted(groups)
+    for label in labels:
+        seeds = [r.seed for r in groups[label]]
+        if len(set(seeds)) != len(seeds):
+            raise ValueError(f"method {label!r} has several runs of one seed: {sorted(seeds)}")
     values = {
         label: {k: np.array([r.metrics[k] for r in groups[label]]) for k in keys}
         for label in labels
     }
     mean = {label: {k: float(v.mean()) for k, v in values[label].items()} for label in labels}
-    std = {label: {k: float(v.std()) for k, v in values[label].items()} for label in labels}
+    std = {
+        label: {k: statistics.sample_std(v) for k, v in values[label].items()} for label in labels
+    }
+    ci95 = {
+        label: {k: statistics.mean_interval(v) for k, v in values[label].items()}
+        for label in labels
+    }
     # Mean rank over metrics: rank 1 is the best method on that metric.
     ranks = np.zeros((len(labels), len(keys)))
     for j, key in enumerate(keys):
@@ -246,16 +268,44 @@ def summarize(
         tied = np.sum(scores[None, :] == scores[:, None], axis=1)
         ranks[:, j] = 1 + better + (tied - 1) / 2  # ties share their mean rank
     mean_rank = dict(zip(labels, ranks.mean(axis=1), strict=True))
+    per_seed_delta: dict[str, dict[int, float]] = {}
     deltas = {}
     # A named benchmark brings its own directions; a mapping uses the tasks'.
     benchmark_directions = None if isinstance(baseline, str) else directions
     if baseline is not None:
         for label in labels:
-            per_seed = [
-                mtl_metrics.delta_m(r.metrics, baseline, directions=benchmark_directions)
+            per_seed_delta[label] = {
+                r.seed: mtl_metrics.delta_m(r.metrics, baseline, directions=benchmark_directions)
                 for r in groups[label]
-            ]
-            deltas[label] = (float(np.mean(per_seed)), float(np.std(per_seed)))
+            }
+            d = list(per_seed_delta[label].values())
+            deltas[label] = (
+                float(np.mean(d)),
+                statistics.sample_std(d),
+                statistics.mean_interval(d),
+            )
+    paired = {}
+    if reference in groups:
+        by_seed = {label: {r.seed: r for r in groups[label]} for label in labels}
+        for label in labels:
+            if label == reference:
+                continue
+            common = sorted(set(by_seed[label]) & set(by_seed[reference]))
+            if not common:
+                continue
+            comparison = {
+                key: statistics.paired_difference(
+                    [by_seed[label][s].metrics[key] for s in common],
+                    [by_seed[reference][s].metrics[key] for s in common],
+                )
+                for key in keys
+            }
+            if deltas:
+                comparison[DELTA_M] = statistics.paired_difference(
+                    [per_seed_delta[label][s] for s in common],
+                    [per_seed_delta[reference][s] for s in common],
+                )
+            paired[label] = comparison
 
     def sort_key(label):
         return (deltas[label][0] if deltas else mean_rank[label], label)
@@ -267,9 +317,11 @@ def summarize(
             seeds=tuple(r.seed for r in groups[label]),
             mean=mean[label],
             std=std[label],
+            ci95=ci95[label],
             delta_m=deltas.get(label),
             mean_rank=float(mean_rank[label]),
             rank=position + 1,
+            paired=paired.get(label),
         )
         for position, label in enumerate(order)
     ]
@@ -279,8 +331,23 @@ def _columns(rows: Sequence[Row]) -> list[str]:
     return sorted(rows[0].mean)
 
 
-def to_markdown(rows: Sequence[Row], *, title: str = "") -> str:
-    """A Markdown table: rank, method, seeds, each metric as mean ± std, Δm% ± std, MR."""
+def _interval(half_width: float | None) -> str:
+    return "" if half_width is None else f" (±{half_width:.2g})"
+
+
+def to_markdown(
+    rows: Sequence[Row],
+    *,
+    title: str = "",
+    directions: Mapping[str, int] | None = None,
+    reference: str = "equal",
+) -> str:
+    """Markdown: the results table (rank, method, seeds, each metric as mean ± sample
+    std, Δm% ± std with its 95% t-interval, MR) and, when rows carry paired comparisons,
+    a second table of each method minus `reference` on the same seeds (mean difference
+    and bootstrap 95% interval; `✓` marks a difference beyond seed noise in the better
+    direction, `✗` in the worse one; `directions` gives "better" per metric, Δm% is
+    better when negative)."""
     keys = _columns(rows)
     header = ["rank", "method", "seeds", *keys, "Δm% ↓", "MR ↓"]
     lines = [f"## {title}", ""] if title else []
@@ -288,23 +355,77 @@ def to_markdown(rows: Sequence[Row], *, title: str = "") -> str:
     for row in rows:
         cells = [str(row.rank), row.label, str(len(row.seeds))]
         cells += [f"{row.mean[k]:.4g} ± {row.std[k]:.2g}" for k in keys]
-        cells.append(f"{row.delta_m[0]:+.2f} ± {row.delta_m[1]:.2f}" if row.delta_m else "—")
+        if row.delta_m:
+            mean, std, half = row.delta_m
+            cells.append(f"{mean:+.2f} ± {std:.2f}{_interval(half)}")
+        else:
+            cells.append("—")
         cells.append(f"{row.mean_rank:.2f}")
         lines.append("| " + " | ".join(cells) + " |")
+    lines.append("")
+    lines.append(
+        "Mean ± sample std over seeds; Δm% (negative is better than single-task) with the "
+        "half-width of its 95% t-interval in brackets; MR: mean rank over the metrics."
+    )
+    compared = [row for row in rows if row.paired]
+    if compared:
+        signs = dict(directions or {})
+        signs[DELTA_M] = -1
+        paired_keys = [*keys, DELTA_M] if DELTA_M in compared[0].paired else keys
+        lines += [
+            "",
+            f"### Paired with `{reference}` (same seeds): mean difference [bootstrap 95% interval]",
+            "",
+            "| method | pairs | " + " | ".join(paired_keys) + " |",
+            "|" + "---|" * (len(paired_keys) + 2),
+        ]
+        for row in compared:
+            cells = [row.label, str(next(iter(row.paired.values())).pairs)]
+            for key in paired_keys:
+                diff = row.paired[key]
+                mark = ""
+                if diff.beyond_noise and key in signs:
+                    mark = " ✓" if signs[key] * diff.mean > 0 else " ✗"
+                cells.append(f"{diff.mean:+.3g} [{diff.low:+.3g}, {diff.high:+.3g}]{mark}")
+            lines.append("| " + " | ".join(cells) + " |")
+        lines += [
+            "",
+            "✓ / ✗: the interval excludes 0, better / worse than "
+            f"`{reference}` beyond seed noise. With 3 seeds the bootstrap interval spans "
+            "about the smallest to the largest per-seed difference, so a mark means all "
+            "seeds agree on the sign.",
+        ]
     return "\n".join(lines) + "\n"
 
 
 def to_csv(rows: Sequence[Row]) -> str:
-    """The same table as CSV, one column per statistic (`<metric>_mean`, `<metric>_std`)."""
+    """The same table as CSV, one column per statistic (`<metric>_mean`, `_std`,
+    `_ci95`; Δm% likewise; and per metric the paired difference with the reference,
+    `<metric>_diff`, `_diff_low`, `_diff_high`, empty for the reference itself)."""
     keys = _columns(rows)
+    paired_keys = [*keys, DELTA_M] if any(r.delta_m for r in rows) else keys
     out = io.StringIO()
     writer = csv.writer(out)
     header = ["rank", "method", "seeds"]
-    header += [f"{k}_{stat}" for k in keys for stat in ("mean", "std")]
-    writer.writerow([*header, "delta_m_mean", "delta_m_std", "mean_rank"])
+    header += [f"{k}_{stat}" for k in keys for stat in ("mean", "std", "ci95")]
+    header += ["delta_m_mean", "delta_m_std", "delta_m_ci95", "mean_rank"]
+    header += [
+        f"{'delta_m' if k == DELTA_M else k}_{stat}"
+        for k in paired_keys
+        for stat in ("diff", "diff_low", "diff_high")
+    ]
+    writer.writerow(header)
+
+    def text(value):
+        return "" if value is None else value
+
     for row in rows:
         values = [row.rank, row.label, len(row.seeds)]
-        values += [v for k in keys for v in (row.mean[k], row.std[k])]
-        values += list(row.delta_m) if row.delta_m else ["", ""]
-        writer.writerow([*values, row.mean_rank])
+        values += [text(v) for k in keys for v in (row.mean[k], row.std[k], row.ci95[k])]
+        values += [text(v) for v in row.delta_m] if row.delta_m else ["", "", ""]
+        values.append(row.mean_rank)
+        for key in paired_keys:
+            diff = row.paired.get(key) if row.paired else None
+            values += [diff.mean, diff.low, diff.high] if diff else ["", "", ""]
+        writer.writerow(values)
     return out.getvalue()

@@ -31,7 +31,16 @@ def _sequence(workdir, field):
     return [r[field] for r in metrics_records(workdir) if field in r]
 
 
-@pytest.mark.parametrize("method", sorted(LOGGED))
+# rlw by default; pcgrad and graddrop through the CLI too in `make test-all` (the
+# in-process test below covers all three in the default run).
+CLI_METHODS = [
+    "rlw",
+    pytest.param("pcgrad", marks=pytest.mark.slow),
+    pytest.param("graddrop", marks=pytest.mark.slow),
+]
+
+
+@pytest.mark.parametrize("method", CLI_METHODS)
 def test_seed_decides_the_method_draws(method, tmp_path, tiny_multi_mnist, data_dir, cache):
     args = (f"--config.weighting.name={method}", f"--config.num_steps={STEPS}")
     runs = {}

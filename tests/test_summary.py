@@ -31,19 +31,31 @@ def test_table_means_delta_m_and_ranks(tmp_path):
     rows = summary.summarize(runs, DIRECTIONS, baseline=baseline)
     by_label = {row.label: row for row in rows}
     assert by_label["equal"].mean == {"a/acc": 82.0, "b/err": 2.0}
-    assert by_label["equal"].std["a/acc"] == pytest.approx(2.0)
-    # Δm% per seed: equal: −(0 + 0)/2·100 = 0 and −(5% + 0)/2 = −2.5 → −1.25 ± 1.25.
-    assert by_label["equal"].delta_m == pytest.approx((-1.25, 1.25))
+    # Sample std (n − 1): values 80 and 84 → 2√2; 95% t-interval t(1) · s / √2 = 12.706 · 2.
+    assert by_label["equal"].std["a/acc"] == pytest.approx(2 * np.sqrt(2))
+    assert by_label["equal"].ci95["a/acc"] == pytest.approx(12.706 * 2)
+    # Δm% per seed: equal: −(0 + 0)/2·100 = 0 and −(5% + 0)/2 = −2.5 → −1.25 ± 1.25√2.
+    assert by_label["equal"].delta_m[:2] == pytest.approx((-1.25, 1.25 * np.sqrt(2)))
     # mgda: seed 0: −(12.5% + 50%)/2 = −31.25; seed 1: −(12.5% − 50%)/2 = +18.75.
-    assert by_label["mgda"].delta_m == pytest.approx((-6.25, 25.0))
+    assert by_label["mgda"].delta_m[:2] == pytest.approx((-6.25, 25.0 * np.sqrt(2)))
+    # Paired with equal on seeds 0 and 1: a/acc +10 and +6, Δm% −31.25 and +21.25.
+    paired = by_label["mgda"].paired
+    assert by_label["equal"].paired is None
+    assert paired["a/acc"].mean == pytest.approx(8.0) and paired["a/acc"].beyond_noise
+    assert (paired["a/acc"].low, paired["a/acc"].high) == pytest.approx((6.0, 10.0))
+    assert paired[summary.DELTA_M].mean == pytest.approx(-5.0)
+    assert not paired[summary.DELTA_M].beyond_noise
     assert [row.label for row in rows] == ["mgda", "equal"] and rows[0].rank == 1
     # MR: mgda best on acc (90 > 82); tied on err (2.0 each): both get rank 1.5.
     assert by_label["mgda"].mean_rank == pytest.approx(1.25)
     assert by_label["equal"].mean_rank == pytest.approx(1.75)
-    markdown = summary.to_markdown(rows, title="t")
-    assert "| 1 | mgda | 2 | 90 ± 0 | 2 ± 1 | -6.25 ± 25.00 | 1.25 |" in markdown
+    markdown = summary.to_markdown(rows, title="t", directions=DIRECTIONS)
+    assert "| 1 | mgda | 2 | 90 ± 0 | 2 ± 1.4 | -6.25 ± 35.36 (±3.2e+02) | 1.25 |" in markdown
+    assert "| mgda | 2 | +8 [+6, +10] ✓ | +0 [-1, +1] | -5 [-31.2, +21.2] |" in markdown
     csv_text = summary.to_csv(rows)
-    assert csv_text.splitlines()[0].startswith("rank,method,seeds,a/acc_mean,a/acc_std")
+    header = csv_text.splitlines()[0].split(",")
+    assert header[:6] == ["rank", "method", "seeds", "a/acc_mean", "a/acc_std", "a/acc_ci95"]
+    assert "delta_m_diff_low" in header
 
 
 def test_last_evaluations_are_averaged_and_checked(tmp_path):
@@ -113,3 +125,26 @@ def test_evaluation_chosen_on_the_selection_split(tmp_path):
     assert run.metrics == {"a/f1": 0.2}  # step 2: the best validation mean, not test's best
     with pytest.raises(ValueError, match="no '<task>/acc' metric"):
         summary.load_runs(tmp_path, select_by="acc")
+
+
+def test_paired_difference_resolution_and_errors():
+    from mtl_jax import statistics
+
+    agree = statistics.paired_difference([1.0, 2.0, 3.0], [0.5, 1.0, 1.5])
+    assert agree.pairs == 3 and agree.beyond_noise and agree.mean == pytest.approx(1.0)
+    mixed = statistics.paired_difference([1.0, 0.0, 3.0], [0.5, 1.0, 1.5])
+    assert not mixed.beyond_noise and mixed.low < 0 < mixed.high
+    single = statistics.paired_difference([1.0], [0.0])
+    assert single.pairs == 1 and not single.beyond_noise
+    with pytest.raises(ValueError, match="equal-length"):
+        statistics.paired_difference([1.0, 2.0], [1.0])
+    assert statistics.mean_interval([1.0]) is None
+    assert statistics.t_critical(2) == pytest.approx(4.303)
+    assert statistics.t_critical(200) == pytest.approx(1.96)
+
+
+def test_a_seed_twice_is_refused(tmp_path):
+    _write_run(tmp_path / "x", "equal", 0, {"a/acc": 1.0, "b/err": 1.0})
+    _write_run(tmp_path / "y", "equal", 0, {"a/acc": 2.0, "b/err": 1.0})
+    with pytest.raises(ValueError, match="several runs of one seed"):
+        summary.summarize(summary.load_runs(tmp_path), DIRECTIONS)
