@@ -36,9 +36,11 @@ def db_mtl(*, beta: float = 0.9, beta_sigma: float = 0.0, eps: float = 1e-8) -> 
     LibMTL divides by `‖b_t‖ + 1e-8`; we divide by `‖b_t‖` and give a zero row the scale 0
     (its contribution is zero either way), so the rescaled norms are equal at every
     scale, including rows below 1e-8. A loss with `L_t + ε ≤ 0` (no logarithm) gets a zero
-    log-gradient instead of LibMTL's NaN. Use parameter gradients (`rep_grad=False`, the
-    only mode LibMTL accepts): the EMA pairs coordinates across batches, and
-    representation-gradient coordinates belong to different examples in every batch.
+    log-gradient instead of LibMTL's NaN. LibMTL's heads are trained on the log-losses
+    too (gradient `g_t / (L_t + ε)`); here each head gets its own unweighted loss
+    gradient. Use parameter gradients (`rep_grad=False`, the only mode LibMTL accepts):
+    the EMA pairs coordinates across batches, and representation-gradient coordinates
+    belong to different examples in every batch.
 
     Args:
       beta: EMA coefficient `β ∈ [0, 1]` (LibMTL: 0.9).

@@ -95,9 +95,10 @@ def normalize_and_regularize(gram: jax.Array, *, norm_eps: float, reg_eps: float
     problem independent of the gradients' scale, and the ridge makes it strictly convex
     despite round-off and rank deficiency. The ridge moves the solution: the returned
     projection satisfies `(G/trace(G) + reg_eps·I) v ≥ 0`, so each `g_t · d` may be as low as
-    `−reg_eps · trace(G) · v_t`. When `trace(G) ≤ norm_eps` (absolute, as in torchjd) the
-    gradients are treated as zero, the normalised Gramian is 0 and the projection returns
-    `v = u` (the unprojected preference); pass `norm_eps=0` for exact scale invariance.
+    `−reg_eps · trace(G) · v_t`. When `trace(G) ≤ norm_eps` (an absolute threshold, as in
+    torchjd, which tests `trace(G) < norm_eps`) the gradients are treated as zero, the
+    normalised Gramian is 0 and the projection returns `v = u` (the unprojected
+    preference); pass `norm_eps=0` for exact scale invariance.
 
     Args:
       gram: [T, T] Gramian.

@@ -38,9 +38,12 @@ def dwa(*, steps_per_epoch: int, temperature: float = 2.0) -> Weighting:
         w = T · softmax(r / τ),   r_t = L̄_t(e − 1) / L̄_t(e − 2),
 
     where `L̄_t(e)` is task t's mean training loss over epoch `e`, averaged over the
-    epoch's steps (LibMTL's and the reference code's per-epoch average of batch losses),
-    and `τ` is the temperature. The weights sum to T. In the first two epochs (`e = 0,
-    1`) there are not two epoch means yet and `w_t = 1`, as in the paper and LibMTL.
+    epoch's steps (the reference code's per-epoch average of batch losses; LibMTL weights
+    each batch loss by its batch size, the same when all batches have one size), and `τ` is
+    the temperature. The weights sum to T. In the first two epochs (`e = 0, 1`) there are
+    not two epoch means yet and `w_t = 1`, as in the paper and LibMTL. LibMTL also weights
+    the heads' losses by `w`; here they get their own unweighted gradient unless the
+    trainer's `head_grads="weighted"`.
 
     Epoch boundaries come from a step counter in the state: every `steps_per_epoch`
     updates close an epoch. Pass the number of training steps per epoch of your data

@@ -42,10 +42,12 @@ def excess_mtl(*, robust_step_size: float = 1e-2) -> Weighting:
     not the excess risk, does not.
 
     The shared gradient is `d = Σ_t T λ_t g_t`: the loss weights `T λ` sum to `T`, so that
-    the first update equals `equal()`'s, as in the authors' code. In `rep_grad` mode the
-    coordinates of the curvature are the (example, feature) entries of the
-    representation gradients (the authors' code sums the representation gradients over
-    the batch first).
+    the first update equals `equal()`'s, as in the authors' code. LibMTL's `ExcessMTL`
+    (taken from that code) back-propagates `Σ_t T λ_t L_t`, so its heads are weighted too;
+    here each head gets its own unweighted gradient. In `rep_grad` mode the coordinates
+    of the curvature are the (example, feature) entries of the representation gradients
+    (LibMTL's code sums them over the batch first, but its `autograd` gradient mode fills
+    no representation gradients, so they are zero there and the ratios are `0/0`).
 
     λ is kept as log-weights shifted to a maximum of 0, which is the same multiplicative
     update without overflow; a task whose first estimate is zero (a zero gradient) gets

@@ -45,7 +45,9 @@ def famo(
     as in the reference code).
 
     The trainer supplies `L'` from one extra forward on the same batch (the
-    `after_update` hook), as LibMTL's trainer and the FAMO reference code do.
+    `after_update` hook), as LibMTL's trainer and the FAMO reference code do. LibMTL
+    back-propagates the FAMO objective into the heads as well; here they get their own
+    unweighted gradient unless the trainer's `head_grads="weighted"`.
 
     Args:
       learning_rate: Adam learning rate of `ξ` (paper and LibMTL: 0.025).

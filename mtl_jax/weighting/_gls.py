@@ -24,7 +24,8 @@ def gls(*, eps: float = 1e-20) -> Weighting:
         w_t = ∂(Π_s L_s)^{1/T} / ∂L_t = (Π_s L_s)^{1/T} / (T · L_t),
 
     which is what LibMTL's GLS back-propagates (its `backward` differentiates the
-    geometric mean). The weights are computed in log space,
+    geometric mean, into the heads too: here they get their own unweighted gradient
+    unless the trainer's `head_grads="weighted"`). The weights are computed in log space,
     `w_t = exp(mean_s log L_s − log L_t) / T`, so that a product of many small or large
     losses neither underflows nor overflows. Since the geometric mean is homogeneous of
     degree one, `Σ_t w_t L_t` equals it. The weights are `scale_invariant`'s `1 / L_t`

@@ -27,15 +27,16 @@ def graddrop(*, leak: float = 0.0) -> Weighting:
     `M_tj = [P_j > U_j] [g_tj > 0] + [P_j ≤ U_j] [g_tj < 0]`, and the direction is
     `d_j = Σ_t (ℓ + (1 − ℓ) M_tj) g_tj` with leak `ℓ`. A coordinate whose entries all
     have the same sign has `P_j ∈ {0, 1}` and is kept in full, and `E[d] = Σ_t g_t`: the
-    mask only decides *which* sign each coordinate follows (the paper's `≤` tie-break on
-    `P_j = U_j` is ours; the paper leaves ties open).
+    mask only decides *which* sign each coordinate follows (the `≤` tie-break on
+    `P_j = U_j` is ours; the paper leaves ties open, LibMTL and torchjd keep neither sign).
 
-    LibMTL applies GradDrop only to representation gradients (`rep_grad=True` in the
-    trainer); there the coordinates are the (example, feature) entries of the
-    representation, and LibMTL additionally multiplies each gradient by the sign of the
-    activation and sums over the batch before computing `P`, which needs the activations
-    and is not done here (torchjd's `GradDrop` does as we do). In parameter mode
-    (`rep_grad=False`) the mask acts on the coordinates of the shared parameters.
+    LibMTL applies GradDrop only to representation gradients (`rep_grad=True`; parameter
+    mode raises). It multiplies each task's representation gradient by the sign of the
+    activation and sums over the batch, computes `P`, `U` and the mask per feature from
+    those sums, and applies that one mask to every example. That needs the activations
+    and is not done here: in `rep_grad` mode the mask acts on each (example, feature)
+    entry separately, as torchjd's `GradDrop` acts on each entry of its matrix. In
+    parameter mode (`rep_grad=False`) it acts on the coordinates of the shared parameters.
 
     The uniforms are drawn from the step key that `update` receives (derived from the
     run's seed and the step). One draw covers the concatenation of the leaves in tree order, so

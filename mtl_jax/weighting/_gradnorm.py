@@ -38,11 +38,15 @@ def gradnorm(
     Conventions: `‖g_t‖` is the norm of task t's gradient over the parameters `norms_on`
     names. `"shared"` (default, LibMTL's choice): all shared parameters in parameter mode,
     or the shared representation with `rep_grad=True` (the output of the last shared
-    layer). `"last_layer"`: the paper's subset `W`, the trunk's last layer of weights
-    (`mtl_jax.param_blocks`, blocks `"last_layer"`; parameter mode). The weights apply to
-    the whole shared gradient either way. `L(0)` are the losses of the first update (the paper's
-    initial losses; LibMTL uses the first epoch's mean). LibMTL trains `s` with the
-    model's optimizer and learning rate; here `s` has its own Adam (`learning_rate`).
+    layer; the norm is over all (example, feature) entries, whereas LibMTL sums the
+    representation gradients over the batch first). `"last_layer"`: the paper's subset
+    `W`, the trunk's last layer of weights (`mtl_jax.param_blocks`, blocks
+    `"last_layer"`; parameter mode). The weights apply to the whole shared gradient
+    either way. `L(0)` are the losses of the first update (the paper's initial losses).
+    LibMTL instead trains its whole first epoch with weights 1 and no update of `s`, and
+    from the second epoch on uses that epoch's mean losses as `L(0)`. LibMTL trains `s`
+    with the model's optimizer and learning rate; here `s` has its own Adam
+    (`learning_rate`).
 
     Args:
       alpha: the restoring-force strength α (paper's and LibMTL's default: 1.5).

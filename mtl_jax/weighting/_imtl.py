@@ -32,13 +32,12 @@ def imtl(*, learning_rate: float = 1e-3, init_scale: float = 0.0) -> Weighting:
     same way).
 
     Conventions that change numbers: every head gets its own unweighted gradient (in the
-    paper the heads see the scaled losses `e^{s_t} L_t`). LibMTL holds `s` in a plain
-    tensor (not an `nn.Parameter`), so it is not among the parameters its trainer hands
-    to the optimizer and stays 0 (its `IMTL` is then IMTL-G); we learn `s` as the paper
-    prescribes.
+    paper and in LibMTL the heads see the scaled losses `e^{s_t} L_t`). LibMTL registers
+    `s` as an `nn.Parameter` of the model, so its trainer's optimizer learns it with the
+    model's learning rate (and weight decay); here `s` has its own Adam.
 
     Args:
-      learning_rate: Adam learning rate of `s`.
+      learning_rate: Adam learning rate of `s` (LibMTL: the model's optimizer).
       init_scale: initial `s_t` (LibMTL: 0).
 
     Metrics: `loss_scale` (the `s` used this step) and `solver_residual` (IMTL-G's

@@ -52,7 +52,7 @@ def imtl_l(*, learning_rate: float = 1e-3, init_scale: float = 0.0) -> Weighting
     Args:
       learning_rate: Adam learning rate of `s` (the paper trains `s` with the model's
         optimizer; set this to the model's learning rate to match it).
-      init_scale: initial `s_t` (LibMTL: 0, i.e. weights 1).
+      init_scale: initial `s_t` (LibMTL's `IMTL`: 0, i.e. weights 1).
 
     Metrics: `loss_scale`, the [T] vector `s` used this step.
 

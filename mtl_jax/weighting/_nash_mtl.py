@@ -63,7 +63,8 @@ def nash_mtl(
       update_every: solve every this many updates, reusing `α` in between (LibMTL: 1).
       max_norm: clip the shared gradient's norm to this value; `≤ 0` disables
         (LibMTL: 1.0).
-      max_iters: Newton iteration cap (LibMTL `optim_niter`: 20).
+      max_iters: Newton iteration cap (default 20; LibMTL's `optim_niter`, also 20, caps
+        its sequence of cvxpy problems instead).
       tol: stop when the relative residual `max_t |α_t (Gα)_t − 1|` is at most `tol`.
 
     Metrics: `solver_iterations` (0 on steps that reuse `α`), `solver_residual` (of the

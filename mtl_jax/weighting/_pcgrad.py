@@ -80,7 +80,8 @@ def pcgrad() -> Weighting:
 
     Conventions that change numbers: as in LibMTL and the reference implementation, each
     task draws its own random order of *all* tasks, itself included (a no-op unless
-    earlier projections turned `g_i'` against `g_i`); Alg. 1 in the paper skips `j = i`.
+    earlier projections turned `g_i'` against `g_i`); Alg. 1 in the paper and torchjd's
+    `PCGrad` skip `j = i`.
     The orders are drawn from the step key that `update` receives (derived from the
     run's seed and the step), so the same key gives the same weights and a resumed run
     draws the same orders.

@@ -21,7 +21,9 @@ def rlw() -> Weighting:
     Multi-Task Learning", TMLR 2022: RLW with the standard normal as the distribution of
     the unnormalised weights (the paper's and LibMTL's default). The weights lie on the
     simplex (they sum to 1, not to T), so the shared learning rate is effectively `1/T`
-    of `equal(reduction="sum")`'s, as in LibMTL.
+    of `equal(reduction="sum")`'s, as in LibMTL. LibMTL weights the heads' losses too;
+    here they get their own unweighted gradient unless the trainer's
+    `head_grads="weighted"`.
 
     `z` is drawn from the step key that `update` receives (the train step derives it
     from the run's seed and the step), so runs of different seeds draw different weights,

@@ -62,7 +62,9 @@ def stch(
     LibMTL guards the logs as `log(L + 1e-20)` and `log(L / n + 1e-20)`; here losses and
     `n` below `eps` are clamped to `eps`, which keeps every weight finite (at most
     `T / eps`) even for zero losses. The warm-up counts epochs from a step counter in
-    the state instead of the trainer's epoch index.
+    the state instead of the trainer's epoch index. LibMTL back-propagates the
+    scalarised objective into the heads as well; here they get their own unweighted
+    gradient unless the trainer's `head_grads="weighted"`.
 
     Args:
       steps_per_epoch: number of `update` calls per epoch (required; positive).

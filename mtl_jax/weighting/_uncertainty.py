@@ -24,7 +24,9 @@ def uncertainty(*, learning_rate: float = 1e-3, init_log_variance: float = -0.5)
     The joint objective is `Σ_t e^{-s_t} L_t / 2 + s_t / 2` with learned log-variances
     `s`. The model sees weights `w_t = e^{-s_t} / 2`; `s` takes one Adam step per update on
     the gradient `(1 − e^{-s_t} L_t) / 2` of that objective, whose minimiser for fixed
-    losses is `s_t = log L_t`.
+    losses is `s_t = log L_t`. LibMTL back-propagates the weighted losses into the heads
+    as well; here they get their own unweighted gradient unless the trainer's
+    `head_grads="weighted"`.
 
     Args:
       learning_rate: Adam learning rate of `s` (LibMTL trains `s` with the model's
