@@ -154,9 +154,12 @@ def make_train_step(
       weighting: the method (`mtl_jax.weighting`).
       rep_grad: Gramian/jacobian methods use representation gradients instead of
         parameter ones.
-      head_grads: `"unweighted"` (default; LibMTL and torchjd): each head gets its own
-        task's loss gradient; `"weighted"` (Nash-MTL reference code): it gets `w_t` times
-        it (not available for jacobian methods, which have no task weights).
+      head_grads: `"unweighted"` (default; torchjd, and LibMTL's gradient-manipulation
+        methods such as MGDA, PCGrad, CAGrad): each head gets its own task's loss
+        gradient; `"weighted"`: it gets `w_t` times it (the Nash-MTL reference code, and
+        LibMTL's loss-weighting methods, FairGrad, Nash-MTL and ExcessMTL, which
+        back-propagate `Σ_t w_t L_t`). Not available for jacobian methods, which have no
+        task weights.
       jacobian_strategy, jacobian_chunk_size: layout of the per-task trunk pullbacks in
         parameter mode (`jacobian.shared_jacobian`).
       jit: return the jitted function with the state donated (set False to inspect or to
