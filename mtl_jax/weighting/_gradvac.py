@@ -76,7 +76,7 @@ def gradvac(*, beta: float = 0.5, blocks: str = "whole") -> Weighting:
     `update` receives (derived from the run's seed and the step).
 
     Args:
-      beta: EMA rate of the targets (paper and LibMTL: 0.5).
+      beta: EMA rate of the targets (LibMTL's default: 0.5).
       blocks: `"whole"` (default, LibMTL `group_type=0`), `"layer"` (1) or `"tensor"` (2).
     """
     if not 0.0 <= beta <= 1.0:
