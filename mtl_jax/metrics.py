@@ -86,6 +86,28 @@ BENCHMARKS: dict[str, Benchmark] = {
         },
         source="STL row of Nash-MTL (ICML 2022) / FAMO (NeurIPS 2023) CityScapes table",
     ),
+    # Offline benchmarks, measured by mtl_jax itself: each task trained alone with the
+    # full config (`equal` on one task), mean of seeds 0, 1, 2 of the final evaluation
+    # on the test split. Measured 2026-12-07 on 2 CPU cores (jax 0.10.2, commit 3c726a1):
+    #   python -m experiments.sweep --config experiments/configs/multi_mnist.py \
+    #       --workdir runs/mm --methods equal --seeds 0,1,2 --stl
+    # Seed spread (sample std): boundary f1 0.0096, ods_f 0.0104; left 0.0036, right 0.0024.
+    "multi_mnist": Benchmark(
+        baseline={
+            "boundary/f1": 0.58414,
+            "boundary/ods_f": 0.61067,
+            "left/accuracy": 0.90247,
+            "right/accuracy": 0.86643,
+        },
+        directions={
+            "boundary/f1": _UP,
+            "boundary/ods_f": _UP,
+            "left/accuracy": _UP,
+            "right/accuracy": _UP,
+        },
+        source="mtl_jax single-task runs of experiments/configs/multi_mnist.py "
+        "(sweep --stl, seeds 0-2, final evaluation, 2026-12-07)",
+    ),
 }
 
 

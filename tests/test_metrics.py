@@ -130,7 +130,9 @@ def test_errors_name_the_problem():
     del results["normal/median_angle"]
     with pytest.raises(ValueError, match=r"lack metric\(s\) \['normal/median_angle'\]"):
         delta_m(results, "nyuv2")
-    with pytest.raises(ValueError, match=r"unknown benchmark 'nyu'.*'cityscapes', 'nyuv2'"):
+    with pytest.raises(
+        ValueError, match=r"unknown benchmark 'nyu'.*'cityscapes', 'multi_mnist', 'nyuv2'"
+    ):
         delta_m(results, "nyu")
     with pytest.raises(ValueError, match="needs `directions`"):
         delta_m({"a/x": 1.0}, {"a/x": 2.0})
@@ -150,8 +152,28 @@ def test_benchmark_directions_agree_with_the_tasks():
         "normal": SurfaceNormal("normal", height=2, width=2),
     }
     directions = metric_directions(tasks)
+    # The offline benchmarks use their datasets' own tasks.
+    from mtl_jax import data
+
+    directions.update(metric_directions(data.DATASETS["multi_mnist"].tasks()))
     for benchmark in BENCHMARKS.values():
         assert set(benchmark.baseline) == set(benchmark.directions)
         for key, direction in benchmark.directions.items():
             assert directions[key] == direction
     assert metric_directions({"left": Classification("left")}) == {"left/accuracy": 1}
+
+
+@pytest.mark.parametrize("name", ["multi_mnist"])
+def test_offline_baselines_ship_with_their_provenance(name):
+    from mtl_jax.metrics import BENCHMARKS
+
+    benchmark = BENCHMARKS[name]
+    assert set(benchmark.baseline) == set(benchmark.directions)
+    assert "sweep --stl" in benchmark.source and "seeds 0-2" in benchmark.source
+    # One percent better than STL on every metric is Δm% = −1, whatever the directions.
+    better = {
+        key: value * (1 + 0.01 * benchmark.directions[key])
+        for key, value in benchmark.baseline.items()
+    }
+    assert delta_m(better, name) == pytest.approx(-1.0)
+    assert delta_m(dict(benchmark.baseline), name) == pytest.approx(0.0)
