@@ -11,7 +11,7 @@ Each run is `python -m experiments.main` in its own process and workdir,
 one resumes from its checkpoint, and a failed run is reported without stopping the
 others. `--stl` also trains each task alone (`<workdir>/stl/<task>/seed<k>`, method
 `equal`), and those runs are the Δm% baseline unless `--baseline` names a benchmark with
-shipped single-task numbers ("nyuv2", "cityscapes").
+shipped single-task numbers ("nyuv2", "cityscapes", "multi_mnist", "shapes_dense").
 
 Outputs in `<workdir>`: `summary.md` and `summary.csv` (per metric mean ± std over seeds,
 Δm% ± std, mean rank over metrics, rank), `pareto.png` (two metrics, every run and every

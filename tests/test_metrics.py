@@ -131,7 +131,8 @@ def test_errors_name_the_problem():
     with pytest.raises(ValueError, match=r"lack metric\(s\) \['normal/median_angle'\]"):
         delta_m(results, "nyuv2")
     with pytest.raises(
-        ValueError, match=r"unknown benchmark 'nyu'.*'cityscapes', 'multi_mnist', 'nyuv2'"
+        ValueError,
+        match=r"unknown benchmark 'nyu'.*'cityscapes', 'multi_mnist', 'nyuv2', 'shapes_dense'",
     ):
         delta_m(results, "nyu")
     with pytest.raises(ValueError, match="needs `directions`"):
@@ -163,7 +164,7 @@ def test_benchmark_directions_agree_with_the_tasks():
     assert metric_directions({"left": Classification("left")}) == {"left/accuracy": 1}
 
 
-@pytest.mark.parametrize("name", ["multi_mnist"])
+@pytest.mark.parametrize("name", ["multi_mnist", "shapes_dense"])
 def test_offline_baselines_ship_with_their_provenance(name):
     from mtl_jax.metrics import BENCHMARKS
 
