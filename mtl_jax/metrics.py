@@ -220,7 +220,8 @@ def delta_m(
 
     Args:
       results: `{"<task>/<metric>": value}` of the evaluated model.
-      baseline: a benchmark name in `BENCHMARKS` ("nyuv2", "cityscapes", and the offline "multi_mnist", "shapes_dense") or a mapping
+      baseline: a benchmark name in `BENCHMARKS` ("nyuv2", "cityscapes", and the offline
+        "multi_mnist", "shapes_dense") or a mapping
         `{"<task>/<metric>": STL value}`.
       directions: `{"<task>/<metric>": +1 | -1}`; defaults to the benchmark's own, and
         is required with a custom baseline.
