@@ -42,6 +42,19 @@ class Benchmark:
 
 _UP, _DOWN = HIGHER_IS_BETTER, LOWER_IS_BETTER
 
+# NYUv2's nine metrics; `shapes_dense` has the same three task kinds and metric names.
+_NYUV2_DIRECTIONS = {
+    "segmentation/miou": _UP,
+    "segmentation/pixel_accuracy": _UP,
+    "depth/abs_err": _DOWN,
+    "depth/rel_err": _DOWN,
+    "normal/mean_angle": _DOWN,
+    "normal/median_angle": _DOWN,
+    "normal/within_11.25": _UP,
+    "normal/within_22.5": _UP,
+    "normal/within_30": _UP,
+}
+
 # SegNet single-task baselines of the MTAN protocol as tabulated by CAGrad (Liu et al.
 # NeurIPS 2021), Nash-MTL (Navon et al. ICML 2022, Table 2) and FAMO (Liu et al. NeurIPS
 # 2023): test split, mean of the last 10 epochs.
@@ -58,17 +71,7 @@ BENCHMARKS: dict[str, Benchmark] = {
             "normal/within_22.5": 57.20,
             "normal/within_30": 69.15,
         },
-        directions={
-            "segmentation/miou": _UP,
-            "segmentation/pixel_accuracy": _UP,
-            "depth/abs_err": _DOWN,
-            "depth/rel_err": _DOWN,
-            "normal/mean_angle": _DOWN,
-            "normal/median_angle": _DOWN,
-            "normal/within_11.25": _UP,
-            "normal/within_22.5": _UP,
-            "normal/within_30": _UP,
-        },
+        directions=_NYUV2_DIRECTIONS,
         source="STL row of Nash-MTL (ICML 2022) Table 2 / FAMO (NeurIPS 2023) NYU-v2 table",
     ),
     "cityscapes": Benchmark(
@@ -126,17 +129,7 @@ BENCHMARKS: dict[str, Benchmark] = {
             "normal/within_22.5": 97.726,
             "normal/within_30": 99.132,
         },
-        directions={
-            "segmentation/miou": _UP,
-            "segmentation/pixel_accuracy": _UP,
-            "depth/abs_err": _DOWN,
-            "depth/rel_err": _DOWN,
-            "normal/mean_angle": _DOWN,
-            "normal/median_angle": _DOWN,
-            "normal/within_11.25": _UP,
-            "normal/within_22.5": _UP,
-            "normal/within_30": _UP,
-        },
+        directions=_NYUV2_DIRECTIONS,
         source="mtl_jax single-task runs of experiments/configs/shapes_dense.py "
         "(sweep --stl, seeds 0-2, mean of the last 3 evaluations, 2026-12-07)",
     ),

@@ -96,12 +96,18 @@ def collect(*, dataset: dict[str, Any] | None = None) -> dict[str, Any]:
     }
 
 
+def code_label(git: dict[str, Any] | None) -> str:
+    """`"<commit, 12 digits>"` with `" (dirty)"` when the tree was, or "no git checkout"."""
+    if not git:
+        return "no git checkout"
+    return git["commit"][:12] + (" (dirty)" if git["dirty"] else "")
+
+
 def describe(record: dict[str, Any]) -> str:
     """One Markdown line: commit (dirty or not), key versions, devices."""
-    git = record.get("git")
-    code = "no git checkout"
-    if git:
-        code = f"commit {git['commit'][:12]}" + (" (dirty tree)" if git["dirty"] else "")
+    code = code_label(record.get("git"))
+    if record.get("git"):
+        code = f"commit {code}"
     v = record["versions"]
     d = record["devices"]
     return (

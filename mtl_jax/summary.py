@@ -150,14 +150,10 @@ def provenance_note(record: Mapping[str, Any]) -> str:
     from mtl_jax import provenance
 
     runs = record["runs"]
+    # A run whose results.json predates provenance has neither git nor versions.
     codes = sorted(
-        {
-            "unrecorded" if not r["git"] and not r["versions"] else
-            (f"{r['git']['commit'][:12]}{' (dirty)' if r['git']['dirty'] else ''}"
-             if r["git"] else "no git checkout")
-            for r in runs
-        }
-    )  # fmt: skip
+        {provenance.code_label(r["git"]) if r["versions"] else "unrecorded" for r in runs}
+    )
     devices = sorted(
         {f"{r['devices']['count']} × {r['devices']['kind']}" for r in runs if r["devices"]}
     )
