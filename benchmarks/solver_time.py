@@ -35,7 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmarks import step_time
-from mtl_jax import jacobian, weighting
+from mtl_jax import row_math, weighting
 
 DEFAULT_PARAMS = 307_360
 
@@ -50,7 +50,7 @@ def time_update(
     rows = jnp.asarray(rng.normal(size=(num_tasks, num_params)), jnp.float32)
     losses = jnp.asarray(rng.uniform(0.5, 2.0, num_tasks), jnp.float32)
     state = method.init_for(names, jax.ShapeDtypeStruct((num_params,), jnp.float32))
-    inputs = {"gramian": jacobian.gramian(rows), "rows": rows}  # each method reads its own
+    inputs = {"gramian": row_math.gramian(rows), "rows": rows}  # each method reads its own
     update = jax.jit(method.update, donate_argnums=1)
     key = jax.random.PRNGKey(0)
 

@@ -19,19 +19,20 @@ From there:
 
 Rows are kept as a pytree with a leading task axis (never concatenated into one [T, P]
 matrix inside the step), so Gramians and combinations are leaf-wise sums — and per-block
-Gramians (`block_gramians`, blocks from `mtl_jax.param_blocks`) are the same leaf sums
-grouped by block, at no extra cost.
+Gramians are the same leaf sums grouped by block, at no extra cost. That row math lives in
+`mtl_jax.row_math`, which the weighting methods use without importing this engine.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
 from mtl_jax.losses import masked_mean
+from mtl_jax.row_math import combine
 
 if TYPE_CHECKING:  # the weighting package imports this module; keep it light
     from mtl_jax.models import MultiTaskModel
@@ -212,65 +213,6 @@ def shared_jacobian(
     if len(chunks) == 1:
         return chunks[0]
     return jax.tree.map(lambda *parts: jnp.concatenate(parts), *chunks)
-
-
-def _leaf_gramian(leaf: jax.Array) -> jax.Array:
-    flat = leaf.reshape(leaf.shape[0], -1).astype(jnp.float32)
-    return jnp.matmul(flat, flat.T, precision=jax.lax.Precision.HIGHEST)
-
-
-def gramian(rows: PyTree) -> jax.Array:
-    """`G = J Jᵀ` [T, T] of rows stored as a pytree with a leading task axis (float32)."""
-    return sum(_leaf_gramian(leaf) for leaf in jax.tree.leaves(rows))
-
-
-def block_gramians(rows: PyTree, leaf_blocks: Sequence[int], num_blocks: int) -> jax.Array:
-    """Per-block Gramians [B, T, T]: block b sums the leaves `leaf_blocks` puts in it.
-
-    `leaf_blocks` gives each leaf's block in flattening order (`mtl_jax.param_blocks`); a
-    block with no leaf gets a zero Gramian. The blocks sum to `gramian(rows)`.
-    """
-    leaves = jax.tree.leaves(rows)
-    if len(leaves) != len(leaf_blocks):
-        raise ValueError(f"{len(leaf_blocks)} block indices for {len(leaves)} leaves")
-    num_tasks = leaves[0].shape[0]
-    blocks = [jnp.zeros((num_tasks, num_tasks), jnp.float32) for _ in range(num_blocks)]
-    for leaf, block in zip(leaves, leaf_blocks, strict=True):
-        blocks[block] = blocks[block] + _leaf_gramian(leaf)
-    return jnp.stack(blocks)
-
-
-def reduce_tasks(op: Callable[[jax.Array, jax.Array], jax.Array], leaf: jax.Array) -> jax.Array:
-    """Reduce the leading task axis of `leaf` [T, ...] with an elementwise binary `op`.
-
-    Written as T − 1 elementwise ops, which XLA fuses into one loop. XLA's CPU reduction
-    over the major axis is far slower: `jnp.sum(rows, axis=0)` on [40, 307,360] float32
-    took 128 ms on 2 cores, this 2.5 ms (7.3 ms and 0.3 ms at T = 3).
-    """
-    result = leaf[0]
-    for t in range(1, leaf.shape[0]):
-        result = op(result, leaf[t])
-    return result
-
-
-def combine(weights: jax.Array, rows: PyTree, leaf_blocks: Sequence[int] | None = None) -> PyTree:
-    """`Σ_t w_t row_t` for rows stored as a pytree with a leading task axis.
-
-    With `leaf_blocks` (each leaf's block, `block_gramians`), `weights` is [B, T] and each
-    leaf is combined with the weights of its block.
-    """
-    if leaf_blocks is None:
-        return jax.tree.map(
-            lambda leaf: jnp.tensordot(weights.astype(leaf.dtype), leaf, axes=1), rows
-        )
-    leaves, treedef = jax.tree.flatten(rows)
-    return jax.tree.unflatten(
-        treedef,
-        [
-            jnp.tensordot(weights[block].astype(leaf.dtype), leaf, axes=1)
-            for leaf, block in zip(leaves, leaf_blocks, strict=True)
-        ],
-    )
 
 
 def shared_gradient_from_rep(pullbacks: TaskPullbacks, weights: jax.Array) -> PyTree:

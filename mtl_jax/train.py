@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from mtl_jax import jacobian, param_blocks
+from mtl_jax import jacobian, param_blocks, row_math
 from mtl_jax.losses import masked_sum
 from mtl_jax.models import MultiTaskModel
 from mtl_jax.tasks import Task
@@ -217,10 +217,10 @@ def make_train_step(
                     pullbacks, strategy=jacobian_strategy, chunk_size=jacobian_chunk_size
                 )
             if weighting.blocks == "whole":
-                gram = method_gramian = jacobian.gramian(rows)
+                gram = method_gramian = row_math.gramian(rows)
             else:
                 blocks, num_blocks = leaf_blocks(state, image)
-                method_gramian = jacobian.block_gramians(rows, blocks, num_blocks)
+                method_gramian = row_math.block_gramians(rows, blocks, num_blocks)
                 gram = jnp.sum(method_gramian, axis=0)
             norms, cosines = _norms_and_cosines(gram)
             diagnostics = {"grad_norm": norms, "grad_cosine": cosines}
@@ -233,12 +233,12 @@ def make_train_step(
         weights = output
         if weights.ndim == 2:  # per-block weights [B, T]
             diagnostics["block_weights"] = weights
-            grads = jacobian.combine(weights, rows, blocks)
+            grads = row_math.combine(weights, rows, blocks)
             weights = jnp.mean(weights, axis=0)
         elif rows is None or rep_grad:
             grads = jacobian.shared_gradient_from_rep(pullbacks, weights)
         else:
-            grads = jacobian.combine(weights, rows)
+            grads = row_math.combine(weights, rows)
         return grads, weights, weighting_state, method_metrics, diagnostics
 
     def step(state: TrainState, batch: dict):

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mtl_jax import jacobian
+from mtl_jax import jacobian, row_math
 from mtl_jax.losses import masked_mean
 from tests.helpers import multi_mnist_setup, relative_error
 
@@ -82,9 +82,9 @@ def test_gramian_and_combine_match_dense_matrix():
     dense = np.concatenate(
         [np.asarray(leaf).reshape(leaf.shape[0], -1) for leaf in jax.tree.leaves(rows)], axis=1
     ).astype(np.float64)
-    np.testing.assert_allclose(jacobian.gramian(rows), dense @ dense.T, rtol=1e-5, atol=1e-8)
+    np.testing.assert_allclose(row_math.gramian(rows), dense @ dense.T, rtol=1e-5, atol=1e-8)
     weights = jnp.asarray([0.2, 1.5, 0.7])
-    combined = jacobian.combine(weights, rows)
+    combined = row_math.combine(weights, rows)
     flat = np.concatenate([np.asarray(leaf).ravel() for leaf in jax.tree.leaves(combined)])
     assert relative_error(flat, np.asarray(weights, np.float64) @ dense) <= 1e-5
     # The representation route gives the same weighted shared gradient.
@@ -172,7 +172,7 @@ def test_task_chunks_bound_the_backward_memory():
 def test_reduce_tasks_equals_the_axis_zero_reduction():
     leaf = jax.random.normal(jax.random.key(0), (5, 3, 4))
     np.testing.assert_allclose(
-        jacobian.reduce_tasks(jnp.add, leaf), jnp.sum(leaf, axis=0), rtol=1e-6, atol=1e-6
+        row_math.reduce_tasks(jnp.add, leaf), jnp.sum(leaf, axis=0), rtol=1e-6, atol=1e-6
     )
-    np.testing.assert_array_equal(jacobian.reduce_tasks(jnp.maximum, leaf), leaf.max(axis=0))
-    np.testing.assert_array_equal(jacobian.reduce_tasks(jnp.add, leaf[:1]), leaf[0])
+    np.testing.assert_array_equal(row_math.reduce_tasks(jnp.maximum, leaf), leaf.max(axis=0))
+    np.testing.assert_array_equal(row_math.reduce_tasks(jnp.add, leaf[:1]), leaf[0])

@@ -9,7 +9,7 @@ import numpy as np
 import optax
 import pytest
 
-from mtl_jax import jacobian, param_blocks, weighting
+from mtl_jax import jacobian, param_blocks, row_math, weighting
 from mtl_jax.train import create_train_state, make_train_step, step_keys
 from tests.banks import bank_params, jacobian_bank
 from tests.helpers import grad_recorder, multi_mnist_setup, relative_error
@@ -85,22 +85,22 @@ def test_block_gramians_sum_to_the_gramian_and_combine_per_block():
         "c": jnp.asarray(rng.normal(size=(3, 2)), jnp.float32),
     }
     leaf_blocks = (1, 0, 1)  # a, c -> block 1; b -> block 0; block 2 is empty
-    grams = jacobian.block_gramians(rows, leaf_blocks, 3)
+    grams = row_math.block_gramians(rows, leaf_blocks, 3)
     flat = {k: np.asarray(v).reshape(3, -1) for k, v in rows.items()}
     np.testing.assert_allclose(grams[0], flat["b"] @ flat["b"].T, rtol=1e-5)
     np.testing.assert_allclose(
         grams[1], flat["a"] @ flat["a"].T + flat["c"] @ flat["c"].T, rtol=1e-5
     )
     np.testing.assert_array_equal(grams[2], np.zeros((3, 3)))
-    np.testing.assert_allclose(grams.sum(0), jacobian.gramian(rows), rtol=1e-5)
+    np.testing.assert_allclose(grams.sum(0), row_math.gramian(rows), rtol=1e-5)
 
     weights = jnp.asarray([[1.0, 2.0, 3.0], [-1.0, 0.5, 0.0], [9.0, 9.0, 9.0]])
-    combined = jacobian.combine(weights, rows, leaf_blocks)
+    combined = row_math.combine(weights, rows, leaf_blocks)
     np.testing.assert_allclose(combined["b"], np.tensordot(weights[0], rows["b"], 1), rtol=1e-6)
     for key in ("a", "c"):
         np.testing.assert_allclose(combined[key], np.tensordot(weights[1], rows[key], 1), rtol=1e-6)
     with pytest.raises(ValueError, match="2 block indices for 3 leaves"):
-        jacobian.block_gramians(rows, (0, 0), 1)
+        row_math.block_gramians(rows, (0, 0), 1)
 
 
 def _per_task_shared_grads(model, tasks, state, batch):
@@ -138,14 +138,14 @@ def test_layerwise_gradvac_combines_each_layer_with_its_own_weights():
     # Each layer corrects toward 0.9 from its own cosines: the layers' weights differ.
     assert not np.allclose(block_weights[0], block_weights[1], rtol=1e-3)
     np.testing.assert_allclose(metrics["weights"], block_weights.mean(0), rtol=1e-6)
-    want = jacobian.combine(block_weights, rows, ids)
+    want = row_math.combine(block_weights, rows, ids)
     for got, expected in zip(
         jax.tree.leaves(new_state.opt_state["shared"]), jax.tree.leaves(want), strict=True
     ):
         assert relative_error(got, expected) <= 1e-4
     # Each layer ran Alg. 1 on its own Gramian: the same as the whole-model method given
     # only that layer's gradients (two tasks order-free; here three, same seed and key).
-    grams = jacobian.block_gramians(rows, ids, num_blocks)
+    grams = row_math.block_gramians(rows, ids, num_blocks)
     whole = weighting.gradvac()
     for b in range(num_blocks):
         whole_state = whole.init(model.task_names)._replace(targets=targets[b])
@@ -174,7 +174,7 @@ def test_gradnorm_last_layer_measures_norms_on_the_last_layer():
         losses[norms_on] = float(metrics["weighting/gradnorm_loss"])
     # First step: w = 1 and r = 1, so the GradNorm loss is Σ_t |n_t − mean(n)|.
     for norms_on, subtree in (("shared", rows), ("last_layer", rows["Dense_0"])):
-        norms = np.sqrt(np.asarray(jacobian.gramian(subtree)).diagonal())
+        norms = np.sqrt(np.asarray(row_math.gramian(subtree)).diagonal())
         want = np.abs(norms - norms.mean()).sum()
         np.testing.assert_allclose(losses[norms_on], want, rtol=1e-4)
     assert not np.isclose(losses["shared"], losses["last_layer"], rtol=1e-2)
@@ -226,9 +226,9 @@ def test_blocked_variants_keep_the_contract_on_the_bank(variant, case):
     state = method.init_for(weighting.default_task_names(num_tasks), row_shape)
 
     def aggregate(rows, losses, state):
-        grams = jacobian.block_gramians(rows, ids, num_blocks)
+        grams = row_math.block_gramians(rows, ids, num_blocks)
         weights, state, _ = method.update(losses, state, key=KEY, gramian=grams)
-        return jacobian.combine(weights, rows, ids if weights.ndim == 2 else None), weights, state
+        return row_math.combine(weights, rows, ids if weights.ndim == 2 else None), weights, state
 
     update = jax.jit(aggregate, donate_argnums=2)
     losses = jnp.linspace(0.5, 2.0, num_tasks)

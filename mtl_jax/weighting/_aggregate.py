@@ -7,7 +7,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from mtl_jax.jacobian import combine, gramian
+from mtl_jax.row_math import combine, gramian
 from mtl_jax.weighting._base import GRAMIAN, JACOBIAN, LOSS, Weighting
 
 

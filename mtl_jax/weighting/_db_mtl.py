@@ -7,7 +7,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from mtl_jax.jacobian import combine
+from mtl_jax.row_math import combine
 from mtl_jax.weighting._base import JACOBIAN, Weighting
 
 

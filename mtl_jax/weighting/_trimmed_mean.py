@@ -7,7 +7,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from mtl_jax.jacobian import reduce_tasks
+from mtl_jax.row_math import reduce_tasks
 from mtl_jax.weighting._base import JACOBIAN, Weighting
 
 
