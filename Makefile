@@ -5,13 +5,18 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 WORKDIR ?= runs/multi_mnist-$(shell date +%Y%m%d-%H%M%S)
 PYTEST_WORKERS ?= 2
+# Everything `make train` and `make test` need: the library, the experiment runner and
+# the `mtl-jax` command, the offline MNIST digits, TensorBoard logs, the test tools and
+# the docs build.
+EXTRAS := experiments,mnist,tensorboard,test,docs
 
 .PHONY: venv train test test-all lint format
 
-$(STAMP): pyproject.toml
+# Reinstalled when the dependencies or the version (mtl_jax.__version__) change.
+$(STAMP): pyproject.toml mtl_jax/__init__.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e '.[$(EXTRAS)]'
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -19,8 +24,10 @@ venv: $(STAMP)
 # Trains the default experiment (MultiMNIST, LeNet, equal weighting) on the offline build;
 # ARGS passes overrides, e.g. make train ARGS=--config.weighting.name=mgda
 train: $(STAMP)
-	$(BIN)/python -m experiments.main --config experiments/configs/multi_mnist.py --workdir $(WORKDIR) $(ARGS)
+	$(BIN)/mtl-jax train --config multi_mnist --workdir $(WORKDIR) $(ARGS)
 
+# The docs build ($(BIN)/mkdocs build --strict) goes here, after the ruff checks, once
+# the docs extra lists its packages.
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .

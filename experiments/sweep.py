@@ -1,9 +1,13 @@
 """Runs methods × seeds of one config, then writes the results table and the plots.
 
-    python -m experiments.sweep --config experiments/configs/shapes_dense.py \
+    mtl-jax sweep --config shapes_dense \
         --workdir runs/shapes-sweep --methods equal,mgda,uncertainty --seeds 0,1 \
         [--stl] [--baseline nyuv2] [--last-evals 10 | --select-by f1] [--pareto X,Y] \
         [--config.key=value ...]
+    mtl-jax summarize --workdir runs/shapes-sweep [--last-evals 10 | --select-by f1]
+
+(`python -m experiments.sweep` is the same as `mtl-jax sweep`; `--config` takes what
+`experiments.main` takes: a config name, a dotted module or a file.)
 
 Each run is `python -m experiments.main` in its own process and workdir,
 `<workdir>/<method>/seed<k>` (a method written `mgda+rep_grad` also sets
@@ -13,10 +17,15 @@ others. `--stl` also trains each task alone (`<workdir>/stl/<task>/seed<k>`, met
 `equal`), and those runs are the Δm% baseline unless `--baseline` names a benchmark with
 shipped single-task numbers ("nyuv2", "cityscapes", "multi_mnist", "shapes_dense").
 
-Outputs in `<workdir>`: `summary.md` and `summary.csv` (per metric mean ± std over seeds,
-Δm% ± std, mean rank over metrics, rank), `pareto.png` (two metrics, every run and every
-method's mean), and in every run's workdir `loss_curves.png`, `task_weights.png` and,
-for Gramian methods, `grad_cosine.png`.
+Outputs in `<workdir>`: `sweep.json` (the sweep's arguments, written before the first
+run), `summary.md` and `summary.csv` (per metric mean ± std over seeds, Δm% ± std, mean
+rank over metrics, rank), `pareto.png` (two metrics, every run and every method's mean),
+and in every run's workdir `loss_curves.png`, `task_weights.png` and, for Gramian
+methods, `grad_cosine.png`.
+
+`summarize` runs nothing: it is this sweep with `--no-run` and the arguments in the
+workdir's `sweep.json` (or, for a sweep started before `sweep.json` existed, the command
+line in its `provenance.json`); its options replace the recorded ones.
 
 Exit status: 0 when every run finished, 1 when some failed (the table covers the rest),
 2 for invalid arguments.
@@ -33,6 +42,7 @@ import time
 from pathlib import Path
 
 REP_GRAD_SUFFIX = "+rep_grad"
+SWEEP_FILE = "sweep.json"  # the arguments of the sweep a workdir holds, for `summarize`
 
 
 @dataclasses.dataclass
@@ -174,11 +184,138 @@ def execute(config_path: str, runs: list[PlannedRun], *, overwrite: bool) -> lis
     return failed
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+def _add_summary_options(parser: argparse.ArgumentParser, *, recorded: bool = False) -> None:
+    """The options that choose what the table reports; with `recorded` (`summarize`) each
+    defaults to None: keep the sweep's own."""
+    parser.add_argument(
+        "--baseline", default=None if recorded else "", help="benchmark name for Δm%%"
     )
-    parser.add_argument("--config", required=True)
+    parser.add_argument(
+        "--last-evals",
+        type=int,
+        default=None if recorded else 0,
+        help="report the mean of the last N evaluations",
+    )
+    parser.add_argument(
+        "--select-by",
+        default=None if recorded else "",
+        help="report the evaluation with the best mean <task>/METRIC on the config's select_split",
+    )
+    parser.add_argument(
+        "--pareto", default=None if recorded else "", help="two metrics X,Y for pareto.png"
+    )
+
+
+def _record_arguments(root: Path, args: argparse.Namespace, config_spec: str, overrides) -> None:
+    """Writes `sweep.json`: the arguments that reproduce this sweep's plan and table."""
+    argv = [
+        "--config", config_spec, "--methods", args.methods, "--seeds", args.seeds,
+        *(["--stl"] if args.stl else []), "--baseline", args.baseline,
+        "--last-evals", str(args.last_evals), "--select-by", args.select_by,
+        "--pareto", args.pareto, *overrides,
+    ]  # fmt: skip
+    _write_arguments(root, argv)
+
+
+def _write_arguments(root: Path, argv: list[str]) -> None:
+    from mtl_jax import workdir as wd
+
+    root.mkdir(parents=True, exist_ok=True)
+    wd.atomic_write(root / SWEEP_FILE, (json.dumps({"argv": argv}, indent=2) + "\n").encode())
+
+
+def _drop_options(argv: list[str], with_value: tuple[str, ...], flags: tuple[str, ...]):
+    """`argv` without the options `with_value` (`--x V` or `--x=V`) and the `flags`."""
+    kept, skip = [], False
+    for item in argv:
+        if skip:
+            skip = False
+        elif item in flags or ("=" in item and item.split("=", 1)[0] in with_value):
+            pass
+        elif item in with_value:
+            skip = True
+        else:
+            kept.append(item)
+    return kept
+
+
+def recorded_arguments(root: Path) -> list[str]:
+    """The arguments (less `--workdir`) of the sweep whose workdir is `root`: from
+    `sweep.json`, or from the command line recorded in `provenance.json` (a relative
+    `--config` path made absolute against the directory it was run from).
+
+    Raises:
+      FileNotFoundError: `root` holds neither file.
+      ValueError: the file is unreadable or records no sweep command.
+    """
+    from mtl_jax.config import find_config
+
+    sweep_file, provenance_file = root / SWEEP_FILE, root / "provenance.json"
+    if not sweep_file.is_file() and not provenance_file.is_file():
+        raise FileNotFoundError(
+            f"{str(root)!r} holds no {SWEEP_FILE} nor provenance.json: not the workdir of a "
+            "sweep (experiments.sweep writes sweep.json before its first run)"
+        )
+    try:
+        if sweep_file.is_file():
+            return list(json.loads(sweep_file.read_text())["argv"])
+        record = json.loads(provenance_file.read_text())["sweep"]
+        command, cwd = list(record["command"]), Path(record["cwd"])
+    except (OSError, json.JSONDecodeError, KeyError, TypeError) as error:
+        raise ValueError(f"{str(root)!r}: cannot read the sweep's arguments: {error}") from error
+    start = next((i for i, item in enumerate(command) if item.startswith("--")), None)
+    if start is None or "--methods" not in " ".join(command):
+        raise ValueError(f"{str(provenance_file)!r} records no sweep command: {command}")
+    argv = _drop_options(command[start:], ("--workdir",), ("--no-run", "--overwrite"))
+    for index, item in enumerate(argv[:-1]):
+        spec = argv[index + 1]
+        if item == "--config" and ("/" in spec or spec.endswith(".py")):
+            argv[index + 1] = find_config(str(cwd / spec)).portable_spec()  # cwd / abs = abs
+    return argv
+
+
+def summarize_main(argv: list[str] | None = None, *, prog: str | None = None) -> int:
+    """`summarize --workdir DIR [--baseline B] [--last-evals N] [--select-by M] [--pareto
+    X,Y]`: the sweep of DIR with `--no-run` and its recorded arguments (see the module
+    docstring). Returns the sweep's exit status (2 when DIR holds no sweep)."""
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description="Summarises a sweep's finished runs (summary.md, summary.csv, pareto.png) "
+        "without running anything; options given here replace the sweep's own.",
+    )
+    parser.add_argument("--workdir", required=True, help="the sweep's workdir")
+    _add_summary_options(parser, recorded=True)
+    args = parser.parse_args(argv)
+    root = Path(args.workdir)
+    try:
+        recorded = recorded_arguments(root)
+    except (FileNotFoundError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if not (root / SWEEP_FILE).is_file():
+        # Recovered from provenance.json, which this summary rewrites with its own command.
+        _write_arguments(root, recorded)
+    replaced = [
+        item
+        for option, value in (
+            ("--baseline", args.baseline),
+            ("--last-evals", args.last_evals),
+            ("--select-by", args.select_by),
+            ("--pareto", args.pareto),
+        )
+        if value is not None
+        for item in (option, str(value))
+    ]
+    return main([*recorded, "--workdir", args.workdir, "--no-run", *replaced], prog=prog)
+
+
+def main(argv: list[str] | None = None, *, prog: str | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--config", required=True, help="a config name, a dotted module or a config file"
+    )
     parser.add_argument("--workdir", required=True)
     parser.add_argument(
         "--methods",
@@ -187,16 +324,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--seeds", default="0", help="comma-separated integer seeds")
     parser.add_argument("--stl", action="store_true", help="also train each task alone")
-    parser.add_argument("--baseline", default="", help="benchmark name for Δm%%")
-    parser.add_argument(
-        "--last-evals", type=int, default=0, help="report the mean of the last N evaluations"
-    )
-    parser.add_argument(
-        "--select-by",
-        default="",
-        help="report the evaluation with the best mean <task>/METRIC on the config's select_split",
-    )
-    parser.add_argument("--pareto", default="", help="two metrics X,Y for pareto.png")
+    _add_summary_options(parser)
     parser.add_argument(
         "--no-run",
         action="store_true",
@@ -219,11 +347,12 @@ def main(argv: list[str] | None = None) -> int:
 
     # Validate everything (config, overrides, methods, metrics) before the first run.
     from mtl_jax import data, weighting
-    from mtl_jax.config import ConfigError, load_config
+    from mtl_jax.config import ConfigError, find_config, load_config
     from mtl_jax.metrics import BENCHMARKS, metric_directions
 
     try:
         config = load_config(args.config, [o[len("--config.") :] for o in overrides])
+        source = find_config(args.config)
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -261,6 +390,8 @@ def main(argv: list[str] | None = None) -> int:
                 file=sys.stderr,
             )
         return 2
+    if not args.no_run:
+        _record_arguments(root, args, source.portable_spec(), overrides)
     failed = [] if args.no_run else execute(args.config, runs, overwrite=args.overwrite)
 
     from mtl_jax import plots, provenance, summary
@@ -287,7 +418,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             baseline = summary.single_task_baseline(stl_runs)
     rows = summary.summarize(runs, directions, baseline=baseline)
-    title = f"{Path(args.config).stem}: {len(methods)} methods × {len(seeds)} seeds"
+    title = f"{source.name}: {len(methods)} methods × {len(seeds)} seeds"
     record = {
         "sweep": provenance.collect(),
         "runs": summary.run_provenance(list(loaded.values())),

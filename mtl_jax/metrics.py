@@ -9,10 +9,15 @@ higher is better and −1 where lower is better; for a named benchmark the direc
 part of its definition, for a custom baseline they come from the caller (e.g.
 `metric_directions(tasks)`).
 
-Example::
+`delta_m(results, "nyuv2")` gives −4.10 for FAMO's published NYUv2 row.
 
-    from mtl_jax.metrics import delta_m
-    delta_m(results, "nyuv2")   # -4.10 for FAMO's published NYUv2 row
+Examples:
+    >>> from mtl_jax.metrics import delta_m
+    >>> baseline = {"seg/miou": 40.0, "depth/abs_err": 0.5}
+    >>> directions = {"seg/miou": +1, "depth/abs_err": -1}
+    >>> results = {"seg/miou": 42.0, "depth/abs_err": 0.55}  # +5% and -10%
+    >>> round(delta_m(results, baseline, directions=directions), 2)  # worse on average
+    2.5
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ import numpy as np
 import optax
 
 from mtl_jax import jacobian, param_blocks, row_math
+from mtl_jax.errors import OptionError
 from mtl_jax.losses import masked_sum
 from mtl_jax.models import MultiTaskModel
 from mtl_jax.tasks import Task
@@ -50,6 +51,25 @@ class StepKeys(NamedTuple):
     weighting: jax.Array  # the weighting method's draws (`Weighting.update`'s `key`)
 
 
+class SharedGradient(NamedTuple):
+    """What a method kind's gradient path hands back to the train step.
+
+    Attributes:
+      grads: the shared-parameter gradient (the update direction before the optimizer).
+      weights: [T] task weights, or None for jacobian methods (no task weights).
+      weighting_state: the method's next state.
+      method_metrics: the method's own metrics (logged under `weighting/<name>`).
+      diagnostics: `grad_norm`, `grad_cosine` (and `block_weights`) for methods with
+        per-task gradients; empty for loss methods.
+    """
+
+    grads: PyTree
+    weights: jax.Array | None
+    weighting_state: PyTree
+    method_metrics: dict[str, jax.Array]
+    diagnostics: dict[str, jax.Array]
+
+
 def step_keys(rng: jax.Array, step: jax.Array) -> StepKeys:
     """The keys of step `step` of a run whose base key is `rng`: `fold_in(rng, step)`,
     split by purpose. The run's seed and the step decide every random draw of the step."""
@@ -70,7 +90,7 @@ def create_train_state(
     `rep_grad` must match the train step's: a jacobian-kind method's state is shaped like
     one task's gradient, of the shared parameters or of the representation.
     """
-    _check_blocks(weighting, rep_grad)
+    check_step_options(weighting, rep_grad=rep_grad)
     init_rng, rng = jax.random.split(jax.random.PRNGKey(seed))
     variables = model.init(init_rng, image)
     row = None
@@ -95,19 +115,62 @@ def create_train_state(
     )
 
 
-def _check_blocks(weighting: Weighting, rep_grad: bool) -> None:
-    """Blocks partition shared parameters: Gramian methods only, in parameter mode."""
+def check_step_options(
+    weighting: Weighting,
+    *,
+    rep_grad: bool = False,
+    head_grads: str = "unweighted",
+    jacobian_strategy: str = "unrolled",
+    jacobian_chunk_size: int | None = None,
+) -> None:
+    """Checks the options of `make_train_step` (see there) against each other and the method.
+
+    Raises:
+      OptionError: naming the option: an unknown `head_grads` or `jacobian_strategy`, a
+        chunk size below 1, `rep_grad` with a loss method (no per-task gradients),
+        `head_grads="weighted"` with a jacobian method (no task weights), or a blocked
+        method (`weighting.blocks`) that is not gramian-kind or runs in `rep_grad` mode.
+    """
+    if weighting.kind not in KINDS:
+        raise OptionError(
+            "weighting", f"unsupported weighting kind {weighting.kind!r}; known: {list(KINDS)}"
+        )
+    if head_grads not in HEAD_GRADS:
+        raise OptionError(
+            "head_grads", f"head_grads must be one of {list(HEAD_GRADS)}, got {head_grads!r}"
+        )
+    if jacobian_strategy not in jacobian.STRATEGIES:
+        raise OptionError(
+            "jacobian_strategy",
+            f"jacobian_strategy must be one of {list(jacobian.STRATEGIES)}, "
+            f"got {jacobian_strategy!r}",
+        )
+    if jacobian_chunk_size is not None and jacobian_chunk_size < 1:
+        raise OptionError(
+            "jacobian_chunk_size",
+            f"jacobian_chunk_size must be positive or None, got {jacobian_chunk_size}",
+        )
+    if rep_grad and weighting.kind == LOSS:
+        raise OptionError(
+            "rep_grad", f"rep_grad: {weighting.kind}-kind methods do not use per-task gradients"
+        )
+    if head_grads == "weighted" and weighting.kind == JACOBIAN:
+        raise OptionError(
+            "head_grads", 'head_grads="weighted" needs task weights; jacobian methods have none'
+        )
     param_blocks.check(weighting.blocks, "weighting")
     if weighting.blocks == "whole":
         return
     if weighting.kind != GRAMIAN:
-        raise ValueError(
-            f"blocks={weighting.blocks!r} is for gramian-kind methods, not {weighting.kind!r}"
+        raise OptionError(
+            "weighting",
+            f"blocks={weighting.blocks!r} is for gramian-kind methods, not {weighting.kind!r}",
         )
     if rep_grad:
-        raise ValueError(
+        raise OptionError(
+            "rep_grad",
             f"blocks={weighting.blocks!r} partitions the shared parameters; it needs "
-            "parameter mode (rep_grad=False)"
+            "parameter mode (rep_grad=False)",
         )
 
 
@@ -175,20 +238,13 @@ def make_train_step(
       `block_weights` [B, T] is logged and `weights` is their mean over blocks (also what
       `head_grads="weighted"` uses).
     """
-    if head_grads not in HEAD_GRADS:
-        raise ValueError(f"head_grads must be one of {list(HEAD_GRADS)}, got {head_grads!r}")
-    if jacobian_strategy not in jacobian.STRATEGIES:
-        raise ValueError(
-            f"jacobian_strategy must be one of {list(jacobian.STRATEGIES)}, "
-            f"got {jacobian_strategy!r}"
-        )
-    if jacobian_chunk_size is not None and jacobian_chunk_size < 1:
-        raise ValueError(f"jacobian_chunk_size must be positive or None, got {jacobian_chunk_size}")
-    if weighting.kind not in KINDS:
-        raise ValueError(f"unsupported weighting kind {weighting.kind!r}; known: {list(KINDS)}")
-    if head_grads == "weighted" and weighting.kind == JACOBIAN:
-        raise ValueError('head_grads="weighted" needs task weights; jacobian methods have none')
-    _check_blocks(weighting, rep_grad)
+    check_step_options(
+        weighting,
+        rep_grad=rep_grad,
+        head_grads=head_grads,
+        jacobian_strategy=jacobian_strategy,
+        jacobian_chunk_size=jacobian_chunk_size,
+    )
     names = model.task_names
 
     def leaf_blocks(state, image):
@@ -204,42 +260,66 @@ def make_train_step(
             last = param_blocks.last_layer(state.params["shared"], order)
         return param_blocks.assign(state.params["shared"], weighting.blocks, last=last)
 
-    def shared_gradient(pullbacks, state, image, key):
-        """(shared gradient, weights or None, weighting state, method metrics, diagnostics)."""
-        losses = pullbacks.losses
-        rows = gram = method_gramian = None
-        diagnostics = {}
-        if weighting.kind != LOSS:
-            if rep_grad:
-                rows = pullbacks.rep_grads
-            else:
-                rows = jacobian.shared_jacobian(
-                    pullbacks, strategy=jacobian_strategy, chunk_size=jacobian_chunk_size
-                )
-            if weighting.blocks == "whole":
-                gram = method_gramian = row_math.gramian(rows)
-            else:
-                blocks, num_blocks = leaf_blocks(state, image)
-                method_gramian = row_math.block_gramians(rows, blocks, num_blocks)
-                gram = jnp.sum(method_gramian, axis=0)
-            norms, cosines = _norms_and_cosines(gram)
-            diagnostics = {"grad_norm": norms, "grad_cosine": cosines}
-        output, weighting_state, method_metrics = weighting.update(
-            losses, state.weighting_state, key=key, gramian=method_gramian, rows=rows
+    def task_rows(pullbacks, state, image):
+        """The per-task rows, their Gramian for the diagnostics, the method's Gramian
+        (per block for a blocked method) and each leaf's block (None when unblocked)."""
+        if rep_grad:
+            rows = pullbacks.rep_grads
+        else:
+            rows = jacobian.shared_jacobian(
+                pullbacks, strategy=jacobian_strategy, chunk_size=jacobian_chunk_size
+            )
+        if weighting.blocks == "whole":
+            gram = row_math.gramian(rows)
+            return rows, gram, gram, None
+        blocks, num_blocks = leaf_blocks(state, image)
+        method_gramian = row_math.block_gramians(rows, blocks, num_blocks)
+        return rows, jnp.sum(method_gramian, axis=0), method_gramian, blocks
+
+    def diagnostics_of(gram):
+        norms, cosines = _norms_and_cosines(gram)
+        return {"grad_norm": norms, "grad_cosine": cosines}
+
+    def loss_method_gradient(pullbacks, state, image, key) -> SharedGradient:
+        """Loss methods: weights from the losses, one trunk pullback of `Σ_t w_t Z_t`."""
+        del image
+        weights, weighting_state, method_metrics = weighting.update(
+            pullbacks.losses, state.weighting_state, key=key
         )
-        if weighting.kind == JACOBIAN:  # the output is the direction itself
-            grads = pullbacks.trunk_pullback(output) if rep_grad else output
-            return grads, None, weighting_state, method_metrics, diagnostics
-        weights = output
+        grads = jacobian.shared_gradient_from_rep(pullbacks, weights)
+        return SharedGradient(grads, weights, weighting_state, method_metrics, {})
+
+    def gramian_method_gradient(pullbacks, state, image, key) -> SharedGradient:
+        """Gramian methods: weights [T] (or per block [B, T]) combine the rows."""
+        rows, gram, method_gramian, blocks = task_rows(pullbacks, state, image)
+        weights, weighting_state, method_metrics = weighting.update(
+            pullbacks.losses, state.weighting_state, key=key, gramian=method_gramian, rows=rows
+        )
+        diagnostics = diagnostics_of(gram)
         if weights.ndim == 2:  # per-block weights [B, T]
             diagnostics["block_weights"] = weights
             grads = row_math.combine(weights, rows, blocks)
             weights = jnp.mean(weights, axis=0)
-        elif rows is None or rep_grad:
+        elif rep_grad:
             grads = jacobian.shared_gradient_from_rep(pullbacks, weights)
         else:
             grads = row_math.combine(weights, rows)
-        return grads, weights, weighting_state, method_metrics, diagnostics
+        return SharedGradient(grads, weights, weighting_state, method_metrics, diagnostics)
+
+    def jacobian_method_gradient(pullbacks, state, image, key) -> SharedGradient:
+        """Jacobian methods: the method returns the direction itself (no task weights)."""
+        rows, gram, method_gramian, _ = task_rows(pullbacks, state, image)
+        direction, weighting_state, method_metrics = weighting.update(
+            pullbacks.losses, state.weighting_state, key=key, gramian=method_gramian, rows=rows
+        )
+        grads = pullbacks.trunk_pullback(direction) if rep_grad else direction
+        return SharedGradient(grads, None, weighting_state, method_metrics, diagnostics_of(gram))
+
+    shared_gradient = {
+        LOSS: loss_method_gradient,
+        GRAMIAN: gramian_method_gradient,
+        JACOBIAN: jacobian_method_gradient,
+    }[weighting.kind]
 
     def step(state: TrainState, batch: dict):
         # The step's randomness (dropout, the method's draws) is a function of (seed, step).

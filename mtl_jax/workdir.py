@@ -1,7 +1,8 @@
 """The experiment workdir: which run it holds, and its append-only metrics log.
 
 A workdir holds one run: `config.json` (the config it was started with), `metrics.jsonl`,
-`checkpoints/`, and once finished `results.json` and `params.msgpack`. Rerunning the same
+`train.log`, `tensorboard/`, `checkpoints/`, the plots, and once finished `results.json`
+and `params.msgpack`. Rerunning the same
 config in it resumes (or, when finished, reports the saved results); a different config
 is refused unless the caller asks to overwrite, and files that are not a run's outputs
 are never deleted.
@@ -23,7 +24,19 @@ METRICS_FILE = "metrics.jsonl"
 RESULTS_FILE = "results.json"
 PARAMS_FILE = "params.msgpack"
 CHECKPOINT_DIR = "checkpoints"
-OUTPUTS = (CONFIG_FILE, METRICS_FILE, RESULTS_FILE, PARAMS_FILE, CHECKPOINT_DIR)  # config first
+LOG_FILE = "train.log"
+TENSORBOARD_DIR = "tensorboard"
+PLOTS = ("loss_curves.png", "task_weights.png", "grad_cosine.png", "eval_curves.png")
+OUTPUTS = (  # config first
+    CONFIG_FILE,
+    METRICS_FILE,
+    RESULTS_FILE,
+    PARAMS_FILE,
+    CHECKPOINT_DIR,
+    LOG_FILE,
+    TENSORBOARD_DIR,
+    *PLOTS,
+)
 
 # What `open_workdir` found.
 NEW = "new"  # nothing there yet (or overwritten): start from step 0
@@ -58,9 +71,16 @@ def _flatten(record: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+# Config keys added after runs were saved without them, each with the value that behaves
+# as those runs did: a saved config that lacks the key matches a config holding that value.
+ADDED_KEYS: dict[str, Any] = {"model.init_from": ""}
+
+
 def config_differences(saved: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
-    """`"key: saved X, now Y"` for every dotted key whose value differs."""
+    """`"key: saved X, now Y"` for every dotted key whose value differs (a key of
+    `ADDED_KEYS` absent from `saved` counts as holding its value there)."""
     old, new = _flatten(saved), _flatten(current)
+    old = {**{k: v for k, v in ADDED_KEYS.items() if k in new}, **old}
 
     def show(flat: dict[str, Any], key: str) -> str:
         return repr(flat[key]) if key in flat else "<absent>"

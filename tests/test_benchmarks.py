@@ -4,6 +4,7 @@ the ratios and the table. Timings themselves are not checked."""
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 import math
 import re
@@ -13,7 +14,7 @@ import jax
 import pytest
 
 from benchmarks import solver_time, step_time, workloads
-from mtl_jax import weighting
+from mtl_jax import train, weighting
 
 # Parameter counts stated in WORKLOADS.md: (shared, total, {head: count}).
 SPEC_COUNTS = {
@@ -106,6 +107,19 @@ def test_method_options_cover_required_options():
     assert step_time.method_options("fixed", names) == {"weights": {"a": 1.0, "b": 1.0}}
     for name in weighting.METHODS:  # every method can be built for a benchmark
         weighting.create(name, **step_time.method_options(name, names))
+
+
+def test_engine_options_pass_only_what_is_given():
+    defaults = inspect.signature(train.make_train_step).parameters
+    assert step_time.engine_options(None, None) == (
+        {},
+        {
+            "jacobian_strategy": defaults["jacobian_strategy"].default,
+            "jacobian_chunk_size": defaults["jacobian_chunk_size"].default,
+        },
+    )
+    given = {"jacobian_strategy": "vmap", "jacobian_chunk_size": 4}
+    assert step_time.engine_options("vmap", 4) == (given, given)
 
 
 def test_cli_checks_arguments():

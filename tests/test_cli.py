@@ -1,4 +1,6 @@
-"""The experiment CLI end to end on the tiny offline build."""
+"""The experiment CLI end to end on the tiny offline build, and the `mtl-jax` command
+(`mtl_jax.cli`, in process): config names, `--print-config`, suggestions for misspelt
+names, and its train / sweep / summarize / eval subcommands."""
 
 from __future__ import annotations
 
@@ -7,7 +9,11 @@ import json
 import numpy as np
 import pytest
 
-from tests.cli import checkpoint_arrays, metrics_records, run_cli
+from experiments import sweep
+from mtl_jax import cli
+from mtl_jax import workdir as wd
+from mtl_jax.config import ConfigError, close_keys, find_config, load_config
+from tests.cli import CONFIGS, ROOT, checkpoint_arrays, compile_cache, metrics_records, run_cli
 
 
 @pytest.mark.parametrize("method", ["equal", "mgda", "uncertainty"])
@@ -90,7 +96,7 @@ def test_unknown_method_stops_before_compiling(tmp_path):
     result = run_cli(workdir, "--config.weighting.name=nash")
     assert result.returncode == 2
     assert "unknown weighting method 'nash'" in result.stderr
-    assert "valid methods: [" in result.stderr and "'mgda'" in result.stderr
+    assert "did you mean 'nash_mtl'" in result.stderr and "'mgda'" in result.stderr
     assert not workdir.exists()
 
 
@@ -176,3 +182,188 @@ def test_selection_split_is_evaluated_with_every_evaluation(tmp_path, tiny_multi
     assert evals[0]["select"] != evals[0]["metrics"]  # train and test splits differ
     refused = run_cli(tmp_path / "other", "--config.select_split=test", data_dir=data_dir)
     assert refused.returncode == 2 and "select_split" in refused.stderr
+
+
+# --- `mtl-jax` (mtl_jax.cli) -----------------------------------------------------------
+
+
+def test_bare_config_name_is_found_by_import_from_any_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    source = find_config("test")
+    assert source.module == "experiments.configs.test" and source.name == "test"
+    assert load_config("test").to_dict() == load_config(CONFIGS / "test.py").to_dict()
+    assert find_config("experiments.configs.multi_mnist").name == "multi_mnist"
+    # A path still works (relative to the working directory, as before).
+    monkeypatch.chdir(ROOT)
+    assert load_config("experiments/configs/test.py").num_steps == 30
+
+
+def test_misspelt_config_name_suggests_the_closest():
+    suggestion = r"unknown config 'mult_mnist'.*did you mean 'multi_mnist'"
+    with pytest.raises(ConfigError, match=suggestion):
+        load_config("mult_mnist")
+    with pytest.raises(ConfigError, match=r"config file 'nowhere/x.py' does not exist"):
+        load_config("nowhere/x.py")
+    with pytest.raises(ConfigError, match=r"config module 'no_such_package.cfg' cannot be found"):
+        load_config("no_such_package.cfg")
+
+
+def test_config_argument_after_a_colon_goes_to_get_config(tmp_path, monkeypatch):
+    package = tmp_path / "cli_test_configs"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "sized.py").write_text(
+        "from experiments.configs import test\n\n\ndef get_config(steps='30'):\n"
+        "    config = test.get_config()\n    config.num_steps = int(steps)\n    return config\n"
+    )
+    (package / "needs_arg.py").write_text(
+        "from experiments.configs import test\n\n\ndef get_config(steps):\n"
+        "    return test.get_config()\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert load_config("cli_test_configs.sized:7").num_steps == 7
+    assert load_config("cli_test_configs.sized").num_steps == 30
+    assert load_config(f"{package / 'sized.py'}:9").num_steps == 9
+    assert find_config("cli_test_configs.sized:7").name == "sized:7"
+    with pytest.raises(ConfigError, match=r"get_config takes an argument \(steps\).*needs_arg:VAL"):
+        load_config("cli_test_configs.needs_arg")
+    with pytest.raises(ConfigError, match=r"config 'test': get_config takes no argument, got 'x'"):
+        load_config("test:x")
+
+
+@pytest.mark.parametrize(
+    ("typed", "expected"),
+    [
+        ("weighting.nmae", "weighting.name"),
+        ("weightng.name", "weighting.name"),
+        ("optimizer.lr", "optimizer.learning_rate"),
+        ("learning_rate", "optimizer.learning_rate"),
+        ("bs", "batch_size"),
+        ("model.trnk", "model.trunk"),
+    ],
+)
+def test_close_keys(typed, expected):
+    assert close_keys(load_config("test"), typed)[0] == expected
+
+
+def test_print_config_prints_the_overridden_config_and_writes_nothing(
+    tmp_path, monkeypatch, capsys
+):
+    monkeypatch.chdir(tmp_path)
+    overrides = ["--config.weighting.name=mgda", "--config.num_steps=7"]
+    code = cli.main(["train", "--config", "test", "--print-config", *overrides])
+    assert code == 0, capsys.readouterr().err
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["weighting"]["name"] == "mgda" and printed["num_steps"] == 7
+    expected = load_config("test", [o.removeprefix("--config.") for o in overrides])
+    assert printed == wd.config_record(expected)  # what config.json would hold
+    code = cli.main(["train", "--config", "test", "--workdir", "run", "--print-config"])
+    assert code == 0 and not any(tmp_path.iterdir())
+
+
+def test_misspelt_override_suggests_the_key_and_exits_2(tmp_path, capsys):
+    code = cli.main(["train", "--config", "test", "--print-config", "--config.weighting.nmae=x"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "unknown config key 'weighting.nmae'" in err and "did you mean 'weighting.name'?" in err
+    workdir = tmp_path / "run"
+    argv = ["train", "--config", "test", "--workdir", str(workdir), "--config.optimizer.lr=1"]
+    code = cli.main(argv)
+    assert code == 2 and "did you mean 'optimizer.learning_rate'?" in capsys.readouterr().err
+    assert not workdir.exists()
+
+
+def test_usage_errors_exit_2(capsys):
+    assert cli.main(["trian"]) == 2
+    assert "unknown command 'trian'; did you mean 'train'?" in capsys.readouterr().err
+    assert cli.main([]) == 2
+    assert cli.main(["train", "--config", "test"]) == 2  # no --workdir, no --print-config
+    assert "--workdir" in capsys.readouterr().err
+    assert cli.main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert all(name in out for name in cli.COMMANDS)
+
+
+def test_missing_extra_is_named(monkeypatch, capsys):
+    def missing(argv, prog):
+        raise ModuleNotFoundError("No module named 'grain'", name="grain")
+
+    monkeypatch.setitem(cli.COMMANDS, "train", ("", missing))
+    assert cli.main(["train"]) == 2
+    assert "pip install 'mtl-jax[experiments]'" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def cli_run(tmp_path_factory, tiny_multi_mnist):
+    """`mtl-jax train --config test` in process: (exit status, workdir)."""
+    workdir = tmp_path_factory.mktemp("mtl_jax_cli") / "run"
+    code = cli.main(["train", "--config", "test", "--workdir", str(workdir), "--no-progress"])
+    return code, workdir
+
+
+def test_train_in_process(cli_run):
+    code, workdir = cli_run
+    assert code == 0
+    results = json.loads((workdir / "results.json").read_text())
+    assert results["steps"] == 30 and results["train_wall_s"] < 60
+    saved = json.loads((workdir / wd.CONFIG_FILE).read_text())
+    assert saved == wd.config_record(load_config("test"))
+
+
+def test_eval_reports_the_final_metrics(cli_run, capsys):
+    from mtl_jax import experiment
+
+    if not hasattr(experiment, "evaluate_run"):
+        pytest.skip("mtl_jax.experiment.evaluate_run(workdir, split=...) is not written yet")
+    code, workdir = cli_run
+    assert code == 0
+    assert cli.main(["eval", "--workdir", str(workdir), "--split", "test", "--json"]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    final = json.loads((workdir / "results.json").read_text())["final"]
+    assert set(metrics) == set(final)
+    for key, value in final.items():
+        assert metrics[key] == pytest.approx(value, rel=1e-5, abs=1e-6), key
+    assert cli.main(["eval", "--workdir", str(workdir)]) == 0
+    out = capsys.readouterr().out
+    assert "left" in out and "accuracy=" in out
+    assert cli.main(["eval", "--workdir", str(workdir.parent / "missing")]) == 2
+
+
+def test_sweep_then_summarize(tmp_path, tiny_multi_mnist, data_dir, tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", compile_cache(tmp_path_factory))
+    monkeypatch.setenv("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+    root = tmp_path / "sweep"
+    argv = ["--config", "test", "--workdir", str(root), "--methods", "equal", "--seeds", "0"]
+    assert cli.main(["sweep", *argv, "--config.num_steps=2"]) == 0
+    recorded = json.loads((root / sweep.SWEEP_FILE).read_text())["argv"]
+    assert recorded[:2] == ["--config", "test"] and recorded[-1] == "--config.num_steps=2"
+    results = root / "equal" / "seed0" / wd.RESULTS_FILE
+    written = results.stat().st_mtime_ns
+    (root / "summary.md").unlink()
+
+    assert cli.main(["summarize", "--workdir", str(root), "--last-evals", "1"]) == 0
+    assert "test: 1 methods × 1 seeds" in (root / "summary.md").read_text()
+    assert results.stat().st_mtime_ns == written  # nothing ran again
+    assert cli.main(["summarize", "--workdir", str(tmp_path)]) == 2  # not a sweep
+
+
+def test_summarize_recovers_an_older_sweeps_arguments(tmp_path):
+    """A sweep from before sweep.json: its command line, from provenance.json."""
+    command = [
+        "/usr/bin/python", "/somewhere/experiments/sweep.py", "--config",
+        "experiments/configs/test.py", "--workdir", "/old/place", "--methods", "equal,mgda",
+        "--seeds", "0,1", "--no-run", "--config.num_steps=2",
+    ]  # fmt: skip
+    record = {"sweep": {"command": command, "cwd": str(ROOT)}, "runs": []}
+    (tmp_path / "provenance.json").write_text(json.dumps(record))
+    assert sweep.recorded_arguments(tmp_path) == [
+        "--config", str(CONFIGS / "test.py"), "--methods", "equal,mgda", "--seeds", "0,1",
+        "--config.num_steps=2",
+    ]  # fmt: skip
+
+
+def test_sweep_command_dispatches_to_experiments_sweep(monkeypatch):
+    calls = []
+    monkeypatch.setattr(sweep, "main", lambda argv, prog: calls.append((argv, prog)) or 7)
+    assert cli.main(["sweep", "--config", "test", "--x"]) == 7
+    assert calls == [(["--config", "test", "--x"], "mtl-jax sweep")]

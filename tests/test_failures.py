@@ -79,9 +79,9 @@ def unfinished(trained, tmp_path):
     ("args", "message"),
     [
         (["--config.optimizer.lr=0.1"], "unknown config key 'optimizer.lr'"),
-        (["--config.weighting.name=nash"], "unknown weighting method 'nash'; valid methods"),
+        (["--config.weighting.name=nash"], r"method 'nash' \(did you mean 'nash_mtl'\?\)"),
         (["--config.num_steps=ten"], "config key 'num_steps' expects a int, got 'ten'"),
-        (["--config.dtype=float16"], r"'dtype': unknown value 'float16'; valid: \['bfloat16'"),
+        (["--config.dtype=float16"], r"'dtype': dtype must be one of \['float32', 'bfloat16'\]"),
         (
             [
                 "--config.weighting.name=fixed",
@@ -193,7 +193,7 @@ def test_bad_data_stops_before_compiling(tmp_path, unfinished, monkeypatch, muta
             mutate(arrays)
         return arrays
 
-    monkeypatch.setattr(experiment.data, "load_split", mutated)
+    monkeypatch.setattr(data, "load_split", mutated)
     monkeypatch.setattr(jax, "jit", _no_compile)
     workdir = tmp_path / "new" if where == "new" else unfinished
     before = snapshot(unfinished)

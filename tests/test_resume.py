@@ -28,13 +28,13 @@ EXIT_PREEMPTED = 143
 
 # Runs `action` in the child when step `step` has been computed, before it is logged.
 AT_STEP = """
-import mtl_jax.experiment as _experiment
-_record = _experiment._record
+import mtl_jax.experiment.records as _records
+_record = _records.train_record
 def _hooked_record(step, *args, **kwargs):
     if step == {step}:
         {action}
     return _record(step, *args, **kwargs)
-_experiment._record = _hooked_record
+_records.train_record = _hooked_record
 """
 
 # SIGKILL once the checkpoint of `step` is fully written to its temporary directory,

@@ -9,7 +9,8 @@ SPLITS = ("train", "test")
 
 
 def uint8_tensor(shape: tuple[int, ...]) -> tfds.features.Tensor:
-    """A uint8 array feature stored as raw bytes (decoding is ~2.5× faster than lists)."""
+    """A uint8 array feature stored as raw bytes (faster to decode than lists; measured:
+    `benchmarks/results/README.md`)."""
     return tfds.features.Tensor(shape=shape, dtype=np.uint8, encoding=tfds.features.Encoding.BYTES)
 
 

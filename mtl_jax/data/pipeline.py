@@ -209,11 +209,11 @@ def train_batches(
 ) -> grain.DatasetIterator:
     """Endless iterator of full training batches, reshuffled every epoch from `seed`.
 
-    Grain iterates over batch numbers (per-element shuffling in Python costs ~70 µs per
-    example, more than a LeNet step per batch), and `EpochPermutation` maps each to its
-    example indices. The iterator supports grain's `get_state` / `set_state`.
-    Batches are produced synchronously (no prefetch threads): gathering one costs ~1 ms,
-    and threads would compete with XLA for the cores.
+    Grain iterates over batch numbers (per-element shuffling in Python would cost more
+    than a LeNet step per batch), and `EpochPermutation` maps each to its example
+    indices. The iterator supports grain's `get_state` / `set_state`. Batches are
+    produced synchronously (no prefetch threads): gathering one is cheap, and threads
+    would compete with XLA for the cores (measured: `benchmarks/results/README.md`).
 
     Args:
       arrays: the split's features; only `image` and the tasks' features are used.

@@ -2,16 +2,9 @@
 
 XLA's CPU backend computes the kernel gradient of a convolution (the contraction of the
 input with the output cotangent over batch and space) as a convolution whose "kernel" is
-the whole cotangent image, and that runs far below the machine's matmul speed. Measured on
-this project's 2-core CPU, float32 NHWC, 3×3 kernels at batch 128, XLA's kernel gradient
-against this module's:
-
-| input, channels, stride | forward | XLA kernel grad | chunked patches |
-|---|---|---|---|
-| 64×64, 32→32, 1 | 218 ms | 812–890 ms | 210–300 ms |
-| 64×64, 32→64, 2 | 179 ms | 1243–1464 ms | 63–107 ms |
-| 32×32, 64→64, 1 | 208 ms | 2313–2695 ms | 142–197 ms |
-| 16×16, 128→128, 1 | 88 ms | 460–476 ms | 105–146 ms |
+the whole cotangent image, and that runs far below the machine's matmul speed: on this
+project's layers the chunked product below is several times faster (the measurements are
+in `benchmarks/results/README.md`, "Measurements behind implementation choices").
 
 Here the kernel gradient is `Σ_chunks patches(x_chunk)ᵀ · dy_chunk`. The patches are the
 `kh·kw` shifted, strided slices of the padded input, concatenated along channels

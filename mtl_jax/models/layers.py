@@ -67,9 +67,9 @@ def max_pool_2x2(x: jax.Array) -> jax.Array:
     """2×2 max-pool with stride 2 on [B, H, W, C] (odd trailing rows/columns dropped, like torch).
 
     Written as a reshape and a max rather than `nn.max_pool`: XLA's CPU backward of the
-    windowed reduction (select-and-scatter) is about 4× slower than the whole conv layer
-    on LeNet. The forward is identical; gradients differ only for exactly tied maxima,
-    where this form splits the gradient among them.
+    windowed reduction (select-and-scatter) costs more than the whole conv layer on LeNet
+    (measured: `benchmarks/results/README.md`). The forward is identical; gradients
+    differ only for exactly tied maxima, where this form splits the gradient among them.
     """
     batch, height, width, channels = x.shape
     x = x[:, : height - height % 2, : width - width % 2]

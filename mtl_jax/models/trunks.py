@@ -27,9 +27,9 @@ class PatchConv(nn.Module):
 
     Same parameters as `nn.Conv(features, kernel_size, padding="VALID")` (`kernel`
     [kh, kw, C, F], `bias` [F]) and the same output. For few input channels (LeNet's
-    first layer has one) XLA's CPU convolution is inefficient; measured on 2 cores at
-    batch 128, this form takes 3.6 ms forward and 4.4 ms for the kernel gradient against
-    5.5 ms and 6.4 ms. With many channels the native convolution is faster.
+    first layer has one) XLA's CPU convolution is inefficient and this form is faster,
+    forward and in the kernel gradient (measured: `benchmarks/results/README.md`). With
+    many channels the native convolution is faster.
     """
 
     features: int

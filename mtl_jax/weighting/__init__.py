@@ -1,15 +1,19 @@
 """Task-weighting methods: each a factory returning `Weighting(init, update, kind)`.
 
 Look a method up by name with `create(name, **kwargs)` (or `getattr` on this module);
-`METHODS` lists every name.
+`METHODS` lists every name. `create("my_pkg.my_module:my_method", ...)` builds a user's own
+method from its import path, with the same option checks.
 """
 
 from __future__ import annotations
 
+import difflib
 import inspect
 import sys
+from collections.abc import Callable
 from typing import Any
 
+from mtl_jax import import_path
 from mtl_jax.weighting._aggregate import aggregate, default_task_names
 from mtl_jax.weighting._aligned_mtl import AlignedMTLState, aligned_mtl
 from mtl_jax.weighting._base import GRAMIAN, JACOBIAN, KINDS, LOSS, Weighting
@@ -126,6 +130,7 @@ __all__ = [
     "dwa",
     "equal",
     "excess_mtl",
+    "factory",
     "fairgrad",
     "famo",
     "fixed",
@@ -152,19 +157,50 @@ __all__ = [
 ]
 
 
-def create(name: str, **kwargs: Any) -> Weighting:
-    """Builds method `name` with hyper-parameters `kwargs`, checking both first.
+def factory(name: str) -> Callable[..., Weighting]:
+    """The factory of method `name`: a built-in (`METHODS`) or a user's own, named by import
+    path `"package.module:factory"` (used from a config without editing the library).
 
     Raises:
-      ValueError: for an unknown name or keyword; the message lists the valid ones.
+      ValueError: for an unknown name (suggesting the closest) or a path that does not
+        import or does not name a callable.
     """
+    if import_path.is_import_path(name):
+        found = import_path.load(name, what="weighting method")
+        if not callable(found):
+            raise ValueError(f"weighting method {name!r} is not callable: {found!r}")
+        return found
     if name not in METHODS:
-        raise ValueError(f"unknown weighting method {name!r}; valid methods: {list(METHODS)}")
-    factory = getattr(sys.modules[__name__], name)
-    valid = list(inspect.signature(factory).parameters)
-    unknown = sorted(set(kwargs) - set(valid))
-    if unknown:
+        raise ValueError(import_path.unknown_name(name, METHODS, what="weighting method"))
+    return getattr(sys.modules[__name__], name)
+
+
+def create(name: str, **kwargs: Any) -> Weighting:
+    """Builds method `name` (see `factory`) with hyper-parameters `kwargs`, checking both
+    first.
+
+    Raises:
+      ValueError: for an unknown name or keyword (the message lists the valid ones), or a
+        user factory that does not return a `Weighting`.
+    """
+    build = factory(name)
+    parameters = inspect.signature(build).parameters
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+    unknown = sorted(set(kwargs) - set(parameters))
+    if unknown and not takes_any:
+        close = {
+            key: difflib.get_close_matches(key, list(parameters), n=1, cutoff=0.6)
+            for key in unknown
+        }
+        hints = "".join(f" ({key!r}: did you mean {c[0]!r}?)" for key, c in close.items() if c)
         raise ValueError(
-            f"weighting method {name!r} has no option(s) {unknown}; valid options: {valid}"
+            f"weighting method {name!r} has no option(s) {unknown}{hints}; "
+            f"valid options: {list(parameters)}"
         )
-    return factory(**kwargs)
+    method = build(**kwargs)
+    if not isinstance(method, Weighting):
+        raise ValueError(
+            f"weighting method {name!r} returned {type(method).__name__}, not a "
+            "mtl_jax.weighting.Weighting"
+        )
+    return method

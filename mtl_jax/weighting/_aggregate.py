@@ -49,9 +49,15 @@ def aggregate(
       `after_update` hook (FAMO) need it called by the caller with the losses after the
       step: `state, _ = method.after_update(losses, new_losses, state)`.
 
-    Example:
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from mtl_jax.weighting import aggregate, mgda
       >>> J = jnp.array([[1.0, 0.0], [0.0, 2.0]])
-      >>> direction, weights, _ = aggregate(mgda(), J)
+      >>> direction, weights, _ = aggregate(mgda(normalization="none"), J)
+      >>> [round(x, 4) for x in weights.tolist()]  # the min-norm point of the two rows
+      [0.8, 0.2]
+      >>> [round(x, 4) for x in direction.tolist()]
+      [0.8, 0.4]
     """
     if method.blocks != "whole":
         raise ValueError(

@@ -77,9 +77,15 @@ def aligned_mtl(*, reduction: str = "sum", rank_tol: float | None = None) -> Wei
 
     Metrics: `rank`, the numerical rank of G, every step.
 
-    Example:
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from mtl_jax.weighting import aggregate, aligned_mtl
       >>> J = jnp.array([[3.0, 0.0], [0.0, 1.0]])  # orthogonal rows: B = diag(1/3, 1)
-      >>> direction, weights, _ = aggregate(aligned_mtl(), J)  # weights ≈ [1/3, 1]
+      >>> direction, weights, _ = aggregate(aligned_mtl(), J)
+      >>> [round(x, 4) for x in weights.tolist()]
+      [0.3333, 1.0]
+      >>> [round(x, 4) for x in direction.tolist()]  # both rows aligned to length 1
+      [1.0, 1.0]
     """
     if reduction not in REDUCTIONS:
         raise ValueError(

@@ -160,8 +160,10 @@ def cagrad(
 
     Metrics: `solver_iterations` and `solver_gap` every step.
 
-    Example:
-      >>> w = cagrad(c=0.0)
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from mtl_jax.weighting import cagrad
+      >>> w = cagrad(c=0.0)  # c = 0: the mean gradient
       >>> weights, _, _ = w.update(None, w.init(("a", "b")), key=None, gramian=jnp.eye(2))
       >>> [round(float(x), 4) for x in weights]
       [0.5, 0.5]

@@ -41,9 +41,13 @@ def config(*, rank_tol: float = 1e-5) -> Weighting:
 
     Metrics: `rank`, the numerical rank of `Ĝ`, every step.
 
-    Example:
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from mtl_jax.weighting import aggregate, config
       >>> J = jnp.array([[1.0, 0.0], [0.0, 2.0]])
-      >>> direction, _, _ = aggregate(config(), J)  # ≈ [1.5, 1.5]: 45° to both rows
+      >>> direction, _, _ = aggregate(config(), J)
+      >>> [round(x, 4) for x in direction.tolist()]  # 45° to both rows
+      [1.5, 1.5]
     """
     if not 0 <= rank_tol < 1:
         raise ValueError(f"config: rank_tol must be in [0, 1), got {rank_tol!r}")

@@ -50,7 +50,9 @@ def db_mtl(*, beta: float = 0.9, beta_sigma: float = 0.0, eps: float = 1e-8) -> 
     Metrics: `buffer_norm` [T] (`‖b_t‖`) and `buffer_scale` [T] (`max_s ‖b_s‖ / ‖b_t‖`).
     Needs the task losses.
 
-    Example:
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from mtl_jax.weighting import aggregate, db_mtl
       >>> J = jnp.array([[3.0, 0.0], [0.0, 1.0]])
       >>> direction, _, _ = aggregate(db_mtl(), J, losses=jnp.array([1.0, 1.0]))
       >>> [round(x, 4) for x in direction.tolist()]  # both EMA rows rescaled to 0.3

@@ -247,9 +247,13 @@ def project_onto_dual_cone(
     Returns:
       `DualConeResult` with `weights` shaped like `u`; always finite for finite input.
 
-    Example:
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from mtl_jax.weighting import project_onto_dual_cone
       >>> gram = jnp.array([[1.0, -0.5], [-0.5, 1.0]])
-      >>> project_onto_dual_cone(gram, jnp.array([1.0, 0.0])).weights  # ≈ [1.0, 0.5]
+      >>> result = project_onto_dual_cone(gram, jnp.array([1.0, 0.0]))
+      >>> [round(x, 4) for x in result.weights.tolist()]
+      [1.0, 0.5]
     """
     gram = gram.astype(jnp.float32)
     u = jnp.asarray(u, jnp.float32)

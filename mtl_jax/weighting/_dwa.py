@@ -58,7 +58,9 @@ def dwa(*, steps_per_epoch: int, temperature: float = 2.0) -> Weighting:
 
     Metrics: `loss_ratio`, the [T] ratios `r` (ones until two epochs have completed).
 
-    Example:
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from mtl_jax.weighting import dwa
       >>> w = dwa(steps_per_epoch=100)
       >>> weights, state, _ = w.update(jnp.array([0.3, 2.0]), w.init(("a", "b")), key=None)
       >>> weights.tolist()  # first epoch

@@ -20,7 +20,9 @@ def equal(*, reduction: str = "sum") -> Weighting:
       reduction: `"sum"` gives `w_t = 1` (LibMTL's EW); `"mean"` gives `w_t = 1/T`
         (torchjd's Mean). The choice scales the shared learning rate by T.
 
-    Example:
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from mtl_jax.weighting import equal
       >>> w = equal()
       >>> weights, _, _ = w.update(jnp.array([0.3, 2.0]), w.init(("a", "b")), key=None)
       >>> weights.tolist()

@@ -60,7 +60,9 @@ def excess_mtl(*, robust_step_size: float = 1e-2) -> Weighting:
     Metrics: `weights` [T], the loss weights `T λ`; `excess_risk` [T], `r_t` (0 at the
     first update).
 
-    Example:
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from mtl_jax.weighting import aggregate, excess_mtl
       >>> J = jnp.array([[1.0, 0.0], [0.0, 2.0]])
       >>> direction, _, state = aggregate(excess_mtl(), J)
       >>> direction.tolist()  # the first update uses the weights 1

@@ -45,7 +45,9 @@ def fairgrad(*, alpha: float = 1.0, max_iters: int = 20, tol: float = 1e-4) -> W
 
     Metrics: `solver_iterations` and `solver_residual` every step.
 
-    Example:
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from mtl_jax.weighting import fairgrad
       >>> w = fairgrad(alpha=1.0)
       >>> gram = jnp.diag(jnp.array([1.0, 4.0]))
       >>> weights, _, _ = w.update(None, w.init(("a", "b")), key=None, gramian=gram)

@@ -56,11 +56,17 @@ def famo(
         usual non-negative losses).
       eps: added inside the log (reference code: 1e-8).
 
-    Example:
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from mtl_jax.weighting import famo
       >>> method = famo()
       >>> state = method.init(("a", "b"))
       >>> weights, state, _ = method.update(jnp.array([1.0, 3.0]), state, key=None)
+      >>> [round(x, 4) for x in weights.tolist()]  # softmax(0) / L, normalised
+      [0.75, 0.25]
       >>> state, _ = method.after_update(jnp.array([1.0, 3.0]), jnp.array([0.5, 2.9]), state)
+      >>> [round(x, 4) for x in state.logits.tolist()]  # "b" improved less: it gains weight
+      [-0.025, 0.025]
     """
     if learning_rate <= 0:
         raise ValueError(f"famo: learning_rate must be positive, got {learning_rate}")

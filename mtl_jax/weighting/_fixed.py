@@ -29,8 +29,13 @@ def fixed(*, weights: Mapping[str, float]) -> Weighting:
       ValueError: for a non-finite, negative or all-zero weight, or (from `init`) when
         the names differ from the tasks; the message shows both sets.
 
-    Example:
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from mtl_jax.weighting import fixed
       >>> w = fixed(weights={"left": 1.0, "right": 0.5})
+      >>> weights, _, _ = w.update(jnp.ones(2), w.init(("left", "right")), key=None)
+      >>> weights.tolist()
+      [1.0, 0.5]
     """
     if not isinstance(weights, Mapping) or not weights:
         raise ValueError(

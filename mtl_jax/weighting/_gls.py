@@ -46,7 +46,9 @@ def gls(*, eps: float = 1e-20) -> Weighting:
 
     Metrics: `geometric_mean`, the scalar `(Π_t L_t)^{1/T}` of the floored losses.
 
-    Example:
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from mtl_jax.weighting import gls
       >>> w = gls()
       >>> weights, _, _ = w.update(jnp.array([1.0, 4.0]), w.init(("a", "b")), key=None)
       >>> weights.tolist()  # geometric mean 2 over T · L_t

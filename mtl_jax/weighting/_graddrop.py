@@ -49,7 +49,10 @@ def graddrop(*, leak: float = 0.0) -> Weighting:
     Metrics: `kept_fraction` [T], the fraction of each task's nonzero coordinates that
     the mask keeps (1 for a zero row).
 
-    Example:
+    Examples:
+      >>> import jax
+      >>> import jax.numpy as jnp
+      >>> from mtl_jax.weighting import aggregate, graddrop
       >>> J = jnp.array([[1.0, -2.0], [3.0, 1.0]])
       >>> direction, _, state = aggregate(graddrop(), J, key=jax.random.PRNGKey(0))
       >>> float(direction[0])  # both tasks push coordinate 0 the same way: kept in full

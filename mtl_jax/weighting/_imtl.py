@@ -43,7 +43,9 @@ def imtl(*, learning_rate: float = 1e-3, init_scale: float = 0.0) -> Weighting:
     Metrics: `loss_scale` (the `s` used this step) and `solver_residual` (IMTL-G's
     relative projection spread).
 
-    Example:
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from mtl_jax.weighting import imtl
       >>> w = imtl()
       >>> gram = jnp.diag(jnp.array([1.0, 4.0]))
       >>> losses = jnp.array([1.0, 1.0])

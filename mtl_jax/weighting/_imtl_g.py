@@ -101,7 +101,9 @@ def imtl_g() -> Weighting:
     Metrics: `solver_residual`, the relative spread of the projections `d·u_t` (0 when
     they are equal; positive when no equal-projection direction exists).
 
-    Example:
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from mtl_jax.weighting import imtl_g
       >>> w = imtl_g()
       >>> gram = jnp.diag(jnp.array([1.0, 4.0]))
       >>> weights, _, _ = w.update(None, w.init(("a", "b")), key=None, gramian=gram)

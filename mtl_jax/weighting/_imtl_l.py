@@ -56,10 +56,12 @@ def imtl_l(*, learning_rate: float = 1e-3, init_scale: float = 0.0) -> Weighting
 
     Metrics: `loss_scale`, the [T] vector `s` used this step.
 
-    Example:
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from mtl_jax.weighting import imtl_l
       >>> w = imtl_l()
       >>> weights, _, _ = w.update(jnp.array([0.5, 2.0]), w.init(("a", "b")), key=None)
-      >>> weights.tolist()
+      >>> weights.tolist()  # e^s with the scales s still at 0
       [1.0, 1.0]
     """
     if not learning_rate > 0:

@@ -45,9 +45,13 @@ def krum(*, n_byzantine: int = 0, n_selected: int = 1, distance: str = "squared"
     Metrics: `scores` [T], each task's Krum score in units of the largest squared gradient
     norm (`"squared"`) or of the largest gradient norm (`"euclidean"`).
 
-    Example:
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from mtl_jax.weighting import aggregate, krum
       >>> J = jnp.array([[1.0, 0.0], [1.1, 0.1], [0.9, -0.1], [-50.0, 40.0]])
-      >>> _, weights, _ = aggregate(krum(), J)  # weights == [1, 0, 0, 0]
+      >>> _, weights, _ = aggregate(krum(), J)
+      >>> weights.tolist()  # the most central row; the outlier is never picked
+      [1.0, 0.0, 0.0, 0.0]
     """
     if not isinstance(n_byzantine, int) or n_byzantine < 0:
         raise ValueError(f"krum: n_byzantine must be an integer >= 0, got {n_byzantine!r}")

@@ -92,12 +92,13 @@ def moco(
 
     Metrics: `weights` [T], the λ of this update.
 
-    Example:
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from mtl_jax.weighting import aggregate, moco
       >>> J = jnp.array([[1.0, 0.0], [0.0, 2.0]])
-      >>> method = moco()
-      >>> direction, _, state = aggregate(method, J)
-      >>> direction.shape, state.weights.shape
-      ((2,), (2,))
+      >>> direction, _, state = aggregate(moco(), J)
+      >>> [round(x, 3) for x in direction.tolist()]  # from the tracked (EMA) gradients
+      [0.259, 0.481]
     """
     if not _is_number(beta) or not 0.0 < beta <= 1.0:
         raise ValueError(f"moco: beta must be a number in (0, 1], got {beta!r}")

@@ -70,11 +70,13 @@ def nash_mtl(
     Metrics: `solver_iterations` (0 on steps that reuse `α`), `solver_residual` (of the
     `α` in use, against the current Gramian) and `direction_norm` (`‖d‖` before clipping).
 
-    Example:
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from mtl_jax.weighting import nash_mtl
       >>> w = nash_mtl(max_norm=0.0)
       >>> gram = jnp.diag(jnp.array([1.0, 4.0]))
       >>> weights, _, _ = w.update(None, w.init(("a", "b")), key=None, gramian=gram)
-      >>> [round(float(x), 4) for x in weights]
+      >>> [round(float(x), 4) for x in weights]  # G α = 1 / α
       [1.0, 0.5]
     """
     if not isinstance(update_every, int) or isinstance(update_every, bool) or update_every < 1:

@@ -88,7 +88,10 @@ def pcgrad() -> Weighting:
 
     Metrics: `num_projections`, the number of projections performed this step.
 
-    Example:
+    Examples:
+      >>> import jax
+      >>> import jax.numpy as jnp
+      >>> from mtl_jax.weighting import pcgrad
       >>> w = pcgrad()
       >>> gram = jnp.array([[1.0, -0.5], [-0.5, 1.0]])
       >>> key = jax.random.PRNGKey(0)

@@ -29,7 +29,10 @@ def rlw() -> Weighting:
     from the run's seed and the step), so runs of different seeds draw different weights,
     the same seed draws the same ones, and a resumed run continues the same sequence.
 
-    Example:
+    Examples:
+      >>> import jax
+      >>> import jax.numpy as jnp
+      >>> from mtl_jax.weighting import rlw
       >>> w = rlw()
       >>> key = jax.random.PRNGKey(0)
       >>> weights, state, _ = w.update(jnp.ones(3), w.init(("a", "b", "c")), key=key)

@@ -36,7 +36,9 @@ def scale_invariant(*, eps: float = 1e-20) -> Weighting:
       eps: positive floor on the losses (default `1e-20`, the guard LibMTL's STCH uses
         for the same log-loss objective; representable in float32).
 
-    Example:
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from mtl_jax.weighting import scale_invariant
       >>> w = scale_invariant()
       >>> weights, _, _ = w.update(jnp.array([0.5, 4.0]), w.init(("a", "b")), key=None)
       >>> weights.tolist()

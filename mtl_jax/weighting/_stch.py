@@ -76,7 +76,9 @@ def stch(
     Metrics: `log_excess` ([T], `log L − log n`, meaningful once STCH has started) and
     `warmup` (1.0 during the warm-up, 0.0 after).
 
-    Example:
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from mtl_jax.weighting import stch
       >>> w = stch(steps_per_epoch=500)
       >>> state = w.init(("depth", "segmentation"))
       >>> weights, state, _ = w.update(jnp.array([0.5, 2.0]), state, key=None)

@@ -30,7 +30,9 @@ def trimmed_mean(*, trim_number: int = 1) -> Weighting:
         (`b = 0` is the plain mean). It needs `T ≥ 2b + 1` tasks, checked by `init`
         (from the task names) and again by `update` (from the rows).
 
-    Example:
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from mtl_jax.weighting import aggregate, trimmed_mean
       >>> J = jnp.array([[1.0, 2.0], [1.5, 2.5], [1e6, -1e6]])
       >>> direction, _, _ = aggregate(trimmed_mean(trim_number=1), J)
       >>> direction.tolist()  # the outlier row is trimmed from both coordinates

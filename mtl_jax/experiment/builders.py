@@ -1,0 +1,272 @@
+"""Config → objects: the dataset spec, tasks, model, weighting method and optimizer.
+
+Every rule lives once, in the library function that owns the option (`build_model`,
+`weighting.create`, `train.check_step_options`, ...); this module calls those and turns
+their errors into a `ConfigError` naming the config key. Nothing is compiled.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+import ml_collections
+import optax
+
+from mtl_jax import data, import_path, weighting
+from mtl_jax.config import ConfigError
+from mtl_jax.errors import OptionError
+from mtl_jax.models import MultiTaskModel, build_model
+from mtl_jax.tasks import Task
+from mtl_jax.train import check_step_options
+
+SCHEDULES = ("constant", "cosine", "step")
+OPTIMIZERS = ("adam", "adamw", "sgd")
+
+_POSITIVE_KEYS = (
+    "batch_size",
+    "eval_batch_size",
+    "num_steps",
+    "log_every_steps",
+    "keep_checkpoints",
+)
+_NON_NEGATIVE_KEYS = (
+    "checkpoint_every_steps",
+    "eval_every_steps",
+    "max_non_finite_skips",
+    "parallel.num_devices",
+    "parallel.shard_params_min_size",
+    "optimizer.decay_every_steps",
+)
+# The config key of each option of `build_model` and `check_step_options`.
+_MODEL_KEYS = {"dtype": "dtype"}
+_STEP_KEYS = {"weighting": "weighting.name"}
+
+
+def default_data_dir() -> str:
+    """`$MTL_JAX_DATA_DIR`, else `~/.cache/mtl_jax/tensorflow_datasets`."""
+    return os.environ.get(
+        "MTL_JAX_DATA_DIR", str(Path.home() / ".cache" / "mtl_jax" / "tensorflow_datasets")
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class Experiment:
+    """The validated pieces of a config."""
+
+    spec: data.DatasetSpec
+    tasks: dict[str, Task]
+    model: MultiTaskModel
+    weighting: weighting.Weighting
+    tx: optax.GradientTransformation
+
+    @property
+    def task_names(self) -> tuple[str, ...]:
+        return self.model.task_names
+
+
+def _choice(value: str, valid, key: str) -> str:
+    if value not in valid:
+        raise ConfigError(f"config key {key!r}: unknown value {value!r}; valid: {sorted(valid)}")
+    return value
+
+
+def _get(config: ml_collections.ConfigDict, key: str):
+    node = config
+    for part in key.split("."):
+        node = node[part]
+    return node
+
+
+def learning_rate_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
+    """The learning rate of `config.optimizer` as a function of the step."""
+    opt = config.optimizer
+    _choice(opt.schedule, SCHEDULES, "optimizer.schedule")
+    if not opt.learning_rate > 0:
+        raise ConfigError(
+            f"config key 'optimizer.learning_rate' must be > 0, got {opt.learning_rate}"
+        )
+    if opt.schedule == "constant":
+        return optax.constant_schedule(opt.learning_rate)
+    if opt.schedule == "step":
+        # The MTAN protocol's StepLR: multiply by `decay_factor` every `decay_every_steps`.
+        if opt.decay_every_steps < 1 or not 0 < opt.decay_factor <= 1:
+            raise ConfigError(
+                "schedule 'step' needs optimizer.decay_every_steps >= 1 and "
+                f"0 < optimizer.decay_factor <= 1, got {opt.decay_every_steps}, "
+                f"{opt.decay_factor}"
+            )
+        return optax.exponential_decay(
+            opt.learning_rate,
+            transition_steps=opt.decay_every_steps,
+            decay_rate=opt.decay_factor,
+            staircase=True,
+        )
+    return optax.warmup_cosine_decay_schedule(
+        0.0,
+        opt.learning_rate,
+        warmup_steps=max(opt.warmup_steps, 1),
+        decay_steps=max(config.num_steps, opt.warmup_steps + 1),
+        end_value=opt.learning_rate * opt.final_lr_fraction,
+    )
+
+
+def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
+    """The optax transformation of `config.optimizer` over `config.num_steps` steps."""
+    opt = config.optimizer
+    _choice(opt.name, OPTIMIZERS, "optimizer.name")
+    lr = learning_rate_schedule(config)
+    if opt.name == "adam":
+        return optax.adam(lr)
+    if opt.name == "adamw":
+        return optax.adamw(lr, weight_decay=opt.weight_decay)
+    return optax.sgd(lr, momentum=opt.momentum or None)
+
+
+def _build_model(config: ml_collections.ConfigDict, tasks: Mapping[str, Task]) -> MultiTaskModel:
+    """The model of `config.model`: a built-in trunk and architecture, or a user's model
+    builder `builder(tasks, *, dtype) -> MultiTaskModel` named by import path in
+    `model.trunk` (then `model.architecture` stays "hps": the builder makes the heads)."""
+    model = config.model
+    if import_path.is_import_path(model.trunk):
+        if model.architecture != "hps":
+            raise ConfigError(
+                f"config key 'model.architecture': {model.architecture!r} composes built-in "
+                f"trunks; the user model {model.trunk!r} builds its own heads (leave 'hps')"
+            )
+        try:
+            builder = import_path.load(model.trunk, what="model builder")
+            built = builder(tasks, dtype=config.dtype)
+        except (ValueError, TypeError) as error:
+            raise ConfigError(f"config key 'model.trunk': {error}") from error
+        if not isinstance(built, MultiTaskModel):
+            raise ConfigError(
+                f"config key 'model.trunk': {model.trunk!r} returned {type(built).__name__}, "
+                "not a mtl_jax.models.MultiTaskModel"
+            )
+        return built
+    try:
+        return build_model(
+            model.trunk,
+            tasks,
+            architecture=model.architecture,
+            head_hidden=model.head_hidden,
+            dense_head_hidden=model.dense_head_hidden,
+            dtype=config.dtype,
+            width_multiplier=model.width_multiplier,
+            num_experts=model.num_experts,
+            aspp_dropout=model.aspp_dropout,
+        )
+    except OptionError as error:
+        key = _MODEL_KEYS.get(error.option, f"model.{error.option}")
+        raise ConfigError(f"config key {key!r}: {error}") from error
+    except ValueError as error:
+        raise ConfigError(f"config key 'model': {error}") from error
+
+
+def dataset_spec(name: str) -> data.DatasetSpec:
+    """The dataset `config.dataset.name` names: a built-in (`data.DATASETS`) or a user's
+    `DatasetSpec` by import path."""
+    if import_path.is_import_path(name):
+        try:
+            spec = import_path.load(name, what="dataset")
+        except ValueError as error:
+            raise ConfigError(f"config key 'dataset.name': {error}") from error
+        if not isinstance(spec, data.DatasetSpec):
+            raise ConfigError(
+                f"config key 'dataset.name': {name!r} is a {type(spec).__name__}, not a "
+                "mtl_jax.data.DatasetSpec"
+            )
+        return spec
+    if name not in data.DATASETS:
+        raise ConfigError(
+            "config key 'dataset.name': "
+            + import_path.unknown_name(name, data.DATASETS, what="dataset")
+        )
+    return data.DATASETS[name]
+
+
+def needs_steps_per_epoch(config: ml_collections.ConfigDict) -> bool:
+    """Whether the method counts epochs (DWA, STCH) and the config leaves the length to us."""
+    try:
+        factory = weighting.factory(config.weighting.name)
+    except ValueError as error:
+        raise ConfigError(f"config key 'weighting.name': {error}") from error
+    return (
+        "steps_per_epoch" in inspect.signature(factory).parameters
+        and "steps_per_epoch" not in config.weighting.kwargs
+    )
+
+
+def step_options(config: ml_collections.ConfigDict) -> dict:
+    """The keyword options of `make_train_step` that the config sets."""
+    w = config.weighting
+    return {
+        "rep_grad": w.rep_grad,
+        "head_grads": w.head_grads,
+        "jacobian_strategy": w.jacobian_strategy,
+        "jacobian_chunk_size": w.jacobian_chunk_size or None,
+    }
+
+
+def build_experiment(
+    config: ml_collections.ConfigDict, *, steps_per_epoch: int | None = None
+) -> Experiment:
+    """Validates `config` and builds its pieces; nothing is compiled.
+
+    Methods that count epochs (`dwa`, `stch`) get `steps_per_epoch` — the number of full
+    training batches per epoch — unless the config sets it under `weighting.kwargs`
+    (before the data is loaded, a placeholder of 1 validates the other options).
+    `weighting.name`, `model.trunk` and `dataset.name` may name a user's own method, model
+    builder or `DatasetSpec` by import path (`"package.module:name"`).
+
+    Raises:
+      ConfigError: naming the key and the valid choices, for any invalid setting.
+    """
+    spec = dataset_spec(config.dataset.name)
+    available = spec.tasks()
+    requested = [t.strip() for t in config.tasks.split(",") if t.strip()]
+    if not requested or len(set(requested)) != len(requested):
+        raise ConfigError(f"config key 'tasks' must list distinct task names, got {config.tasks!r}")
+    unknown = sorted(set(requested) - set(available))
+    if unknown:
+        raise ConfigError(
+            f"config key 'tasks': {unknown} not provided by dataset {config.dataset.name!r}; "
+            f"requested {sorted(requested)}, available {sorted(available)}"
+        )
+    tasks = {name: available[name] for name in sorted(requested)}
+    kwargs = config.weighting.kwargs.to_dict()
+    if needs_steps_per_epoch(config):  # also checks the name
+        kwargs["steps_per_epoch"] = steps_per_epoch or 1
+    try:
+        method = weighting.create(config.weighting.name, **kwargs)
+    except (ValueError, TypeError) as error:
+        raise ConfigError(f"config key 'weighting': {error}") from error
+    try:
+        check_step_options(method, **step_options(config))
+    except OptionError as error:
+        key = _STEP_KEYS.get(error.option, f"weighting.{error.option}")
+        raise ConfigError(
+            f"config key {key!r} (method {config.weighting.name!r}): {error}"
+        ) from error
+    if config.select_split == "test":
+        raise ConfigError(
+            "config key 'select_split': choosing the evaluation on the test split is not "
+            "allowed (BENCHMARKS.md); use a validation split"
+        )
+    for key in _POSITIVE_KEYS:
+        if _get(config, key) < 1:
+            raise ConfigError(f"config key {key!r} must be >= 1, got {_get(config, key)}")
+    for key in _NON_NEGATIVE_KEYS:
+        if _get(config, key) < 0:
+            raise ConfigError(f"config key {key!r} must be >= 0, got {_get(config, key)}")
+    if not method.needs_row:
+        try:
+            method.init(tuple(tasks))
+        except ValueError as error:
+            raise ConfigError(f"config key 'weighting': {error}") from error
+    model = _build_model(config, tasks)
+    return Experiment(spec, tasks, model, method, make_optimizer(config))
