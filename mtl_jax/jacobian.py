@@ -149,10 +149,9 @@ def _after(previous: PyTree, tree: PyTree) -> PyTree:
     value is exact (`z + 0 = z`; only a −0 becomes +0).
 
     Why not the alternatives: `lax.optimization_barrier` does not order anything on
-    XLA's CPU backend (it is removed before scheduling, without control dependencies,
-    and the pullbacks of all chunks were interleaved); a `lax.cond` around each chunk
-    did bound memory, but the step ran 3.7× slower (W3 model, batch 64, T = 8: 32 s
-    against 8.5 s).
+    XLA's CPU backend (it is removed before scheduling, without control dependencies);
+    a `lax.cond` around each chunk bounds memory but made the step several times slower
+    (measurements in `benchmarks/results/README.md`).
     """
     leaves = jax.tree.leaves(previous)
     probe = sum(jnp.ravel(leaf)[0].astype(jnp.float32) for leaf in leaves)
@@ -172,20 +171,15 @@ def shared_jacobian(
     Args:
       pullbacks: from `forward_with_pullbacks`.
       strategy: `"unrolled"` writes the trunk pullbacks of a chunk side by side in the
-        program; `"vmap"` batches them into one vmapped pullback. Measured on 2 CPU cores
-        (LeNet, batch 128, T = 3, MGDA step): unrolled 59 ms, vmap 70 ms, a sequential
-        `lax.map` 359 ms, `equal` 31 ms — XLA's CPU convolutions batched by vmap are
-        slower than T separate ones. Accelerators may prefer `"vmap"`.
+        program (the default: on CPU, XLA's convolutions batched by vmap are slower than
+        T separate ones); `"vmap"` batches them into one vmapped pullback, which
+        accelerators may prefer.
       chunk_size: tasks per chunk. Chunk k's cotangents are made to depend on chunk
         k − 1's rows (`_after`), so at most one chunk's backward passes are live at once:
-        memory grows with the chunk size, not with T. Measured on 2 CPU cores (W3 model,
-        batch 32, MGDA step, chunks of 1), the compiled program's temporaries were
-        338 MiB at T = 4 and 343 MiB at T = 8, against 355 and 526 MiB without the
-        dependency. Smaller chunks leave XLA less to overlap (batch 64, T = 8: chunks of 1
-        took 10–11 s a step, chunks of 4 8.2–8.5 s, as fast as one chunk). `None` = all T
-        tasks in one chunk. The chunks are written out in the program (its size grows
-        with T) rather than looped with `lax.map`: on 2 CPU cores (W3, 8 tasks in chunks
-        of 4) the loop took 67 s, the written-out pullbacks 23 s.
+        memory grows with the chunk size, not with T; smaller chunks leave XLA less to
+        overlap. `None` = all T tasks in one chunk. The chunks are written out in the
+        program (its size grows with T) rather than looped with `lax.map`, which was
+        slower. The measurements behind each choice are in `benchmarks/results/README.md`.
     """
     if strategy not in STRATEGIES:
         raise ValueError(f"strategy must be one of {list(STRATEGIES)}, got {strategy!r}")

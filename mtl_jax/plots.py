@@ -57,8 +57,8 @@ def _line_figure(steps, series, *, title, ylabel, log=False, path):
 
 
 def plot_run(workdir: str | Path, *, title: str = "") -> list[Path]:
-    """Writes `loss_curves.png`, `task_weights.png` and (Gramian methods)
-    `grad_cosine.png` into `workdir`; returns the paths written."""
+    """Writes `loss_curves.png`, `task_weights.png`, (Gramian methods) `grad_cosine.png`
+    and (once evaluated) `eval_curves.png` into `workdir`; returns the paths written."""
     workdir = Path(workdir)
     records = read_training_log(workdir)
     if not records:
@@ -85,7 +85,41 @@ def plot_run(workdir: str | Path, *, title: str = "") -> list[Path]:
         path = workdir / "grad_cosine.png"
         _cosine_figure(cosine_steps, matrices, names, title=label, path=path)
         written.append(path)
+    evals = read_evaluations(workdir)
+    if evals:
+        path = workdir / "eval_curves.png"
+        _eval_figure(evals, title=f"{label}test metrics", path=path)
+        written.append(path)
     return written
+
+
+def read_evaluations(workdir: str | Path) -> list[dict]:
+    """The evaluation records of `metrics.jsonl` (`{"step", "eval": {...}}`)."""
+    path = Path(workdir) / METRICS_FILE
+    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [r for r in records if isinstance(r.get("eval"), Mapping)]
+
+
+def _eval_figure(evals: Sequence[dict], *, title: str, path: Path) -> None:
+    """One panel per task: its test metrics (loss left out) over the evaluation steps."""
+    steps = np.array([r["step"] for r in evals])
+    tasks = sorted({key.split("/", 1)[0] for key in evals[0]["eval"]})
+    fig, axes = plt.subplots(
+        1, len(tasks), figsize=(3.2 * len(tasks), 3.2), constrained_layout=True, squeeze=False
+    )
+    for ax, task in zip(axes[0], tasks, strict=True):
+        keys = sorted(
+            k for k in evals[0]["eval"] if k.startswith(f"{task}/") and k != f"{task}/loss"
+        )
+        for key in keys:
+            ax.plot(steps, [r["eval"][key] for r in evals], marker=".", label=key.split("/", 1)[1])
+        ax.set(title=task, xlabel="step")
+        ax.grid(alpha=0.3)
+        if keys:
+            ax.legend(fontsize=7)
+    fig.suptitle(title)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def _cosine_figure(steps, matrices, names, *, title, path):

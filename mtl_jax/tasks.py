@@ -18,6 +18,22 @@ dataset-level quantities.
 Units follow the published tables of each benchmark: segmentation and normal-threshold
 metrics in percent, angles in degrees, depth errors as plain ratios/distances, while
 `Classification`, `BinaryLabels` and `Boundary` report fractions in [0, 1].
+
+Examples:
+    >>> import jax.numpy as jnp
+    >>> from mtl_jax.losses import masked_mean
+    >>> from mtl_jax.tasks import Classification
+    >>> task = Classification("digit", num_classes=3)
+    >>> logits = jnp.array([[2.0, 0.0, 0.0], [0.0, 2.0, 0.0], [0.0, 0.0, 2.0]])
+    >>> labels = jnp.array([0, 2, -1])  # -1: the ignore label, no loss and no metric
+    >>> valid = jnp.array([True, True, True])
+    >>> values, mask = task.loss(logits, labels, valid)
+    >>> mask.tolist()
+    [True, True, False]
+    >>> round(float(masked_mean(values, mask)), 4)  # the trainer's one reduction
+    1.2395
+    >>> task.compute_metrics(task.metric_stats(logits, labels, valid))
+    {'accuracy': 0.5}
 """
 
 from __future__ import annotations

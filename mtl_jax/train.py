@@ -212,7 +212,8 @@ def make_train_step(
     (BatchNorm in training mode; its statistics from that forward are not kept).
 
     Args:
-      model, tasks: the multi-task model and its tasks (same names).
+      model: the multi-task model.
+      tasks: its tasks, keyed by the model's task names.
       tx: optax transformation for `{"shared", "tasks"}` gradients.
       weighting: the method (`mtl_jax.weighting`).
       rep_grad: Gramian/jacobian methods use representation gradients instead of
@@ -223,8 +224,10 @@ def make_train_step(
         LibMTL's loss-weighting methods, FairGrad, Nash-MTL and ExcessMTL, which
         back-propagate `Σ_t w_t L_t`). Not available for jacobian methods, which have no
         task weights.
-      jacobian_strategy, jacobian_chunk_size: layout of the per-task trunk pullbacks in
-        parameter mode (`jacobian.shared_jacobian`).
+      jacobian_strategy: layout of the per-task trunk pullbacks in parameter mode
+        (`strategy` of `jacobian.shared_jacobian`).
+      jacobian_chunk_size: tasks per pullback chunk (`chunk_size` of
+        `jacobian.shared_jacobian`).
       jit: return the jitted function with the state donated (set False to inspect or to
         jit with shardings).
 

@@ -311,10 +311,6 @@ def test_train_in_process(cli_run):
 
 
 def test_eval_reports_the_final_metrics(cli_run, capsys):
-    from mtl_jax import experiment
-
-    if not hasattr(experiment, "evaluate_run"):
-        pytest.skip("mtl_jax.experiment.evaluate_run(workdir, split=...) is not written yet")
     code, workdir = cli_run
     assert code == 0
     assert cli.main(["eval", "--workdir", str(workdir), "--split", "test", "--json"]) == 0

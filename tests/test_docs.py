@@ -19,24 +19,35 @@ EXAMPLES = ROOT / "docs" / "examples"
 EXAMPLE_METHODS = ("my_methods:norm_balance", "my_methods:task_dropout")
 
 
+def _installed(*modules: str) -> bool:
+    try:
+        return all(importlib.util.find_spec(m) is not None for m in modules)
+    except ModuleNotFoundError:  # a missing parent package of a dotted name
+        return False
+
+
 @pytest.mark.skipif(
-    importlib.util.find_spec("mkdocs") is None
-    or importlib.util.find_spec("mkdocstrings_handlers") is None,
-    reason="mkdocs and mkdocstrings[python] are not installed (the `docs` extra)",
+    not _installed("mkdocs", "material", "mkdocstrings_handlers.python"),
+    reason="the docs build needs mkdocs, mkdocs-material and mkdocstrings[python] "
+    "(pip install -e '.[docs]')",
 )
 def test_site_builds_strict_and_offline(tmp_path):
     site = tmp_path / "site"
     env = {**os.environ, "NO_MKDOCS_2_WARNING": "1"}
     # Strict: a broken link, a missing snippet or a docstring griffe cannot parse fails.
-    command = [sys.executable, "-m", "mkdocs", "build", "--strict", "-q", "-d", str(site)]
+    command = [sys.executable, "-m", "mkdocs", "build", "--strict", "-d", str(site)]
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
     pages = list(site.rglob("*.html"))
     assert any(p.relative_to(site).parts[0] == "guides" for p in pages), pages
-    # Every page is served from the site itself: no font or script fetched from elsewhere.
+    # Every page's assets come from the site itself: no font, style or script is fetched
+    # from elsewhere (links a reader may follow are fine).
+    assets = re.compile(
+        r'<(?:script|img|iframe)\b[^>]*\bsrc="(https?:[^"]+)"|<link\b[^>]*\bhref="(https?:[^"]+)"'
+    )
     for page in pages:
-        for url in re.findall(r'(?:src|href)="(https?://[^"]+)"', page.read_text("utf-8")):
-            assert url.startswith("https://squidfunk.github.io/"), (page, url)
+        external = [m.group(0) for m in assets.finditer(page.read_text("utf-8"))]
+        assert not external, (page, external)
 
 
 @pytest.fixture
@@ -68,6 +79,6 @@ def test_own_loop_example_trains_both_tasks(examples_on_path, capsys):
 def test_custom_model_task_and_data_example_learns(examples_on_path, capsys):
     namespace = runpy.run_path(str(EXAMPLES / "train_custom.py"), run_name="__main__")
     before, after = namespace["before"], namespace["after"]
-    assert after["count/accuracy"] > before["count/accuracy"] + 0.2, (before, after)
-    assert after["brightness/mse"] < 0.5 * before["brightness/mse"], (before, after)
+    assert after["count/accuracy"] > before["count/accuracy"] + 0.4, (before, after)
+    assert after["brightness/mse"] < 0.25 * before["brightness/mse"], (before, after)
     assert "last weights" in capsys.readouterr().out

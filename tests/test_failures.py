@@ -241,6 +241,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(tmp_path, tiny_mult
     bad = records[-1]
     assert bad["non_finite"] and all(isinstance(t, str) for t in bad["non_finite"])
     assert f"for task(s) {bad['non_finite']} at step {bad['step']}" in err
+    assert (workdir / "loss_curves.png").is_file()  # drawn for a failed run too
     with Checkpointer(workdir / "checkpoints", max_to_keep=3) as checkpointer:
         last = checkpointer.latest_step()
         assert last == bad["step"] - 1 and f"checkpoints/{last}" in err

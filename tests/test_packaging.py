@@ -161,6 +161,48 @@ def test_the_library_imports_only_core_dependencies():
     assert not offending, f"core modules importing non-core packages: {offending}"
 
 
+def _first_party_closure(start: str) -> set[str]:
+    """Every first-party module that importing `start` or calling into it can reach:
+    all its imports (function-level ones included), followed transitively."""
+    seen, stack = set(), [start]
+    while stack:
+        module = stack.pop()
+        parts = module.split(".")
+        for depth in range(1, len(parts) + 1):
+            name = ".".join(parts[:depth])
+            path = _source(name)
+            if path is None or name in seen:
+                continue
+            seen.add(name)
+            stack += [
+                n for n in _imports(path, top_level_only=False) if n.partition(".")[0] == "mtl_jax"
+            ]
+    return seen
+
+
+def test_weighting_imports_neither_the_gradient_engine_nor_the_trainer():
+    """The methods are pure functions of losses, Gramians and rows: `mtl_jax.weighting`
+    (every module under it, and everything they import) reaches no gradient engine,
+    train step, data pipeline or experiment layer."""
+    methods = sorted((ROOT / "mtl_jax" / "weighting").glob("*.py"))
+    assert len(methods) > 29  # every method module is read
+    reached = set().union(*(_first_party_closure(f"mtl_jax.weighting.{p.stem}") for p in methods))
+    forbidden = (
+        "mtl_jax.jacobian",
+        "mtl_jax.train",
+        "mtl_jax.parallel",
+        "mtl_jax.experiment",
+        "mtl_jax.data",
+        "mtl_jax.models",
+        "experiments",
+    )
+    reached_forbidden = sorted(
+        n for n in reached if any(n == f or n.startswith(f + ".") for f in forbidden)
+    )
+    assert "mtl_jax.row_math" in reached
+    assert not reached_forbidden, f"mtl_jax.weighting reaches {reached_forbidden}"
+
+
 def test_one_source_for_the_version():
     project = PYPROJECT["project"]
     assert "version" not in project and "version" in project["dynamic"]

@@ -28,11 +28,12 @@ class SmallConvTrunk(nn.Module):
     @nn.compact
     def __call__(self, x, *, train: bool = True):
         # `train` is passed by MultiTaskModel: BatchNorm uses batch statistics in
-        # training and the running averages (`batch_stats`) at evaluation.
+        # training and the running averages (`batch_stats`) at evaluation; momentum 0.9
+        # (torch's 0.1) lets the averages catch up within a short run.
         x = x.astype(self.dtype)
         for width in (8, self.features):
             x = Conv(width, (3, 3), dtype=self.dtype)(x)
-            x = nn.BatchNorm(use_running_average=not train, dtype=self.dtype)(x)
+            x = nn.BatchNorm(use_running_average=not train, momentum=0.9, dtype=self.dtype)(x)
             x = nn.relu(x)
         return jnp.mean(x, axis=(1, 2))
 

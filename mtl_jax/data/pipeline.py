@@ -48,6 +48,8 @@ class DatasetSource:
       splits: the split names `read` accepts.
       image_shape: the declared shape [H, W, C] of one image (uint8, as in the builders).
       read: `read(split) -> {feature: [N, ...]}`, the whole split as host arrays.
+      version: the data's version when its source states one (None otherwise; recorded
+        in results.json like a TFDS builder's version).
     """
 
     name: str
@@ -56,6 +58,7 @@ class DatasetSource:
     splits: tuple[str, ...]
     image_shape: tuple[int, int, int]
     read: Callable[[str], Arrays] = dataclasses.field(repr=False)
+    version: str | None = None
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -3,8 +3,9 @@
 * `builders`: config → objects (dataset spec, tasks, model, method, optimizer);
 * `run_data`: the splits, loaded and checked against the model;
 * `loop`: `train_and_evaluate` — the training loop (step, log, eval, checkpoint);
-* `run_log` and `writers`: where records and notes go (metrics.jsonl, TensorBoard,
-  train.log, the console);
+* `records`: the shapes of metrics.jsonl lines and results.json evaluations;
+* `writers`: where records and notes go (metrics.jsonl, TensorBoard, train.log, the
+  console);
 * `preemption`: SIGTERM handling; `warm_start` and `loading`: runs read back.
 
 Workdir bookkeeping is `mtl_jax.workdir`; checkpoints are `mtl_jax.checkpointing`.

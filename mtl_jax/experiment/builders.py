@@ -105,11 +105,12 @@ def learning_rate_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
             decay_rate=opt.decay_factor,
             staircase=True,
         )
+    warmup = max(opt.warmup_steps, 1)
     return optax.warmup_cosine_decay_schedule(
         0.0,
         opt.learning_rate,
-        warmup_steps=max(opt.warmup_steps, 1),
-        decay_steps=max(config.num_steps, opt.warmup_steps + 1),
+        warmup_steps=warmup,
+        decay_steps=max(config.num_steps, warmup + 1),
         end_value=opt.learning_rate * opt.final_lr_fraction,
     )
 

@@ -339,7 +339,7 @@ def _train(run: _Run, stop: StopFlag, progress: bool, start: float) -> dict[str,
     dataset = {
         "name": run.builder.name,
         "config": run.builder.builder_config.name,
-        "version": str(run.builder.version),
+        "version": None if run.builder.version is None else str(run.builder.version),
     }
     results = {
         "config": config.to_dict(),
