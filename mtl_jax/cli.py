@@ -56,28 +56,18 @@ def _eval(argv: list[str], prog: str) -> int:
     from mtl_jax.distributed import initialize_distributed
 
     initialize_distributed()
-    from experiments.main import EXIT_CHECKPOINT, EXIT_INVALID
-    from mtl_jax.checkpointing import CheckpointError
+    from experiments.main import EXIT_INVALID
     from mtl_jax.config import ConfigError
+    from mtl_jax.experiment import evaluate_run, format_results
 
-    try:
-        from mtl_jax.experiment import evaluate_run
-    except ImportError as error:
-        print(f"error: this mtl_jax cannot evaluate a run: {error}", file=sys.stderr)
-        return EXIT_INVALID
     try:
         metrics = evaluate_run(args.workdir, split=args.split)
     except (ConfigError, FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_INVALID
-    except CheckpointError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return EXIT_CHECKPOINT
     if args.json:
         print(json.dumps(metrics, indent=2, sort_keys=True))
     else:
-        from mtl_jax.experiment import format_results
-
         print(f"{args.workdir}, split {args.split!r}:")
         print(format_results(metrics))
     return 0

@@ -309,5 +309,8 @@ def test_extras_install_trains_from_any_directory(wheel, tmp_path):
     results = json.loads((workdir / "results.json").read_text())
     assert results["steps"] == 30
     print("workdir holds:", sorted(p.name for p in workdir.iterdir()))
+    events = list((workdir / "tensorboard").glob("events.out.tfevents.*"))
+    assert events and all(p.stat().st_size > 0 for p in events)
+    assert (workdir / "train.log").is_file()
     where = _run([python, "-c", "import mtl_jax; print(mtl_jax.__file__)"], cwd=elsewhere).stdout
     assert str(ROOT) not in where  # the installed copy ran, not the checkout

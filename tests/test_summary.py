@@ -102,6 +102,7 @@ def test_plots_are_written(tmp_path):
     (workdir / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in lines))
     written = plots.plot_run(workdir, title="mgda")
     assert sorted(p.name for p in written) == [
+        "eval_curves.png",
         "grad_cosine.png",
         "loss_curves.png",
         "task_weights.png",
