@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import mtl_jax
 from mtl_jax import cli, weighting
 from mtl_jax import workdir as wd
 from mtl_jax.config import ConfigError, load_config
@@ -80,8 +81,12 @@ def test_user_method_by_import_path_runs_from_the_cli(tmp_path, user_module, tin
     assert [r["step"] for r in records] == [1, 2, 3]
     for record in records:  # sorted task order: boundary, left, right
         assert record["weights"] == {"boundary": 2.5, "left": 1.0, "right": 1.0}
-    variables = load_run(workdir).variables
-    assert variables["params"]["tasks"]["left"]["Dense_0"]["kernel"].shape[-1] == 8
+    loaded = mtl_jax.load_run(workdir)
+    assert loaded.config.weighting.name == f"{user_module}:first_task_heavy"
+    assert loaded.variables["params"]["tasks"]["left"]["Dense_0"]["kernel"].shape[-1] == 8
+    images = np.zeros((2, 28, 28, 1), np.float32)
+    preds, _ = loaded.model.apply(loaded.variables, images)
+    assert preds["left"].shape == (2, 10)
 
 
 @pytest.mark.parametrize(
