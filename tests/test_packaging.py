@@ -163,7 +163,8 @@ def test_the_library_imports_only_core_dependencies():
 
 def _first_party_closure(start: str) -> set[str]:
     """Every first-party module that importing `start` or calling into it can reach:
-    all its imports (function-level ones included), followed transitively."""
+    all its imports (function-level ones included), followed transitively, with the
+    top-level imports of the root package."""
     seen, stack = set(), [start]
     while stack:
         module = stack.pop()
@@ -174,9 +175,10 @@ def _first_party_closure(start: str) -> set[str]:
             if path is None or name in seen:
                 continue
             seen.add(name)
-            stack += [
-                n for n in _imports(path, top_level_only=False) if n.partition(".")[0] == "mtl_jax"
-            ]
+            # The root package runs only its top level when a submodule is imported (its
+            # lazy `mtl_jax.load_run` is not something the submodules call).
+            imports = _imports(path, top_level_only=name == "mtl_jax")
+            stack += [n for n in imports if n.partition(".")[0] == "mtl_jax"]
     return seen
 
 
