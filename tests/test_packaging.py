@@ -138,48 +138,35 @@ def test_every_third_party_import_is_declared():
     assert not undeclared, f"imported but not in pyproject.toml (core or an extra): {undeclared}"
 
 
+def _reachable(starts, *, top_level_only) -> dict[str, set[str]]:
+    """`{module: its imports}` for every first-party module reached from `starts` by
+    following imports (parents' `__init__` included). `top_level_only(name)` says whether
+    only the imports that run when `name` is imported count, or function-level ones too."""
+    reached, stack = {}, list(starts)
+    while stack:
+        parts = stack.pop().split(".")
+        for depth in range(1, len(parts) + 1):
+            name = ".".join(parts[:depth])
+            path = _source(name)
+            if path is None or name in reached:
+                continue
+            reached[name] = _imports(path, top_level_only=top_level_only(name))
+            stack += [n for n in reached[name] if n.partition(".")[0] in FIRST_PARTY]
+    return reached
+
+
 def test_the_library_imports_only_core_dependencies():
     """Following the first-party imports each core module runs when imported (parents'
     `__init__` included), no third-party module outside the core dependencies is met."""
     core = _declared()["core"]
-    seen, stack, offending = set(), [f"mtl_jax.{m}" for m in CORE_MODULES], {}
-    while stack:
-        module = stack.pop()
-        parts = module.split(".")
-        for depth in range(1, len(parts) + 1):
-            name = ".".join(parts[:depth])
-            path = _source(name)
-            if path is None or name in seen:
-                continue
-            seen.add(name)
-            imports = _imports(path, top_level_only=True)
-            for third in _third_party(imports):
-                if _distribution_of(third) not in core:
-                    offending.setdefault(name, set()).add(third)
-            stack += [n for n in imports if n.partition(".")[0] in FIRST_PARTY]
-    assert "mtl_jax.weighting" in seen and "mtl_jax.train" in seen
+    reached = _reachable([f"mtl_jax.{m}" for m in CORE_MODULES], top_level_only=lambda _: True)
+    offending = {}
+    for name, imports in reached.items():
+        for third in _third_party(imports):
+            if _distribution_of(third) not in core:
+                offending.setdefault(name, set()).add(third)
+    assert "mtl_jax.weighting" in reached and "mtl_jax.train" in reached
     assert not offending, f"core modules importing non-core packages: {offending}"
-
-
-def _first_party_closure(start: str) -> set[str]:
-    """Every first-party module that importing `start` or calling into it can reach:
-    all its imports (function-level ones included), followed transitively, with the
-    top-level imports of the root package."""
-    seen, stack = set(), [start]
-    while stack:
-        module = stack.pop()
-        parts = module.split(".")
-        for depth in range(1, len(parts) + 1):
-            name = ".".join(parts[:depth])
-            path = _source(name)
-            if path is None or name in seen:
-                continue
-            seen.add(name)
-            # The root package runs only its top level when a submodule is imported (its
-            # lazy `mtl_jax.load_run` is not something the submodules call).
-            imports = _imports(path, top_level_only=name == "mtl_jax")
-            stack += [n for n in imports if n.partition(".")[0] == "mtl_jax"]
-    return seen
 
 
 def test_weighting_imports_neither_the_gradient_engine_nor_the_trainer():
@@ -188,7 +175,13 @@ def test_weighting_imports_neither_the_gradient_engine_nor_the_trainer():
     train step, data pipeline or experiment layer."""
     methods = sorted((ROOT / "mtl_jax" / "weighting").glob("*.py"))
     assert len(methods) > 29  # every method module is read
-    reached = set().union(*(_first_party_closure(f"mtl_jax.weighting.{p.stem}") for p in methods))
+    # Function-level imports count too (a method may import lazily), except the root
+    # package's: only its top level runs when a submodule is imported (its lazy
+    # `mtl_jax.load_run` is not something the methods call).
+    reached = _reachable(
+        [f"mtl_jax.weighting.{p.stem}" for p in methods],
+        top_level_only=lambda name: name == "mtl_jax",
+    )
     forbidden = (
         "mtl_jax.jacobian",
         "mtl_jax.train",

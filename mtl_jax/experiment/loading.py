@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 from typing import Any, NamedTuple
 
-import jax
 import ml_collections
 
 from mtl_jax import data, parallel
@@ -82,7 +81,7 @@ def evaluate_run(workdir: str | Path, *, split: str = "test") -> dict[str, float
     config, exp = run.config, run.experiment
     _, splits, _ = load_data(config, exp, (split,))
     mesh = parallel.make_mesh(config.parallel.num_devices)
-    eval_step = jax.jit(make_eval_step(exp.model, exp.tasks))
+    eval_step = make_eval_step(exp.model, exp.tasks)  # jitted already
     batches = data.eval_batches(splits[split], exp.task_names, batch_size=config.eval_batch_size)
     return evaluate(
         eval_step,

@@ -101,6 +101,28 @@ class _Writer:
         self.close()
 
 
+class _FileWriter(_Writer):
+    """A writer that owns one open file: `path`, the closed check, flush and close."""
+
+    def __init__(self, path: str | Path, mode: str):
+        self.path = Path(path)
+        self._file: IO | None = open(self.path, mode)  # noqa: SIM115 -- closed by close()
+
+    def _open_file(self) -> IO:
+        if self._file is None:
+            raise ValueError(f"{str(self.path)!r}: writer is closed")
+        return self._file
+
+    def flush(self) -> None:
+        if self._file is not None:
+            self._file.flush()
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
 def scalars(
     record: Mapping[str, Any], extra: Mapping[str, float | None] | None = None
 ) -> dict[str, float]:
@@ -123,7 +145,7 @@ def scalars(
     return flat
 
 
-class JsonlWriter(_Writer):
+class JsonlWriter(_FileWriter):
     """metrics.jsonl: one `json.dumps(record)` line per record, appended and flushed.
 
     The bytes are those the run loop has always written; `extra` and notes are ignored.
@@ -132,26 +154,15 @@ class JsonlWriter(_Writer):
     """
 
     def __init__(self, path: str | Path):
-        self.path = Path(path)
-        self._file: IO[str] | None = open(self.path, "a")  # noqa: SIM115 -- closed by close()
+        super().__init__(path, "a")
 
     def write_record(
         self, record: Mapping[str, Any], *, extra: Mapping[str, float | None] | None = None
     ) -> None:
         del extra  # wall-clock values would make resumed and uninterrupted runs differ
-        if self._file is None:
-            raise ValueError(f"{str(self.path)!r}: writer is closed")
-        self._file.write(json.dumps(record) + "\n")
-        self._file.flush()
-
-    def flush(self) -> None:
-        if self._file is not None:
-            self._file.flush()
-
-    def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
+        file = self._open_file()
+        file.write(json.dumps(record) + "\n")
+        file.flush()
 
 
 def _tensorboardx():
@@ -177,7 +188,7 @@ def tensorboard_available() -> bool:
     return True
 
 
-class TensorBoardWriter(_Writer):
+class TensorBoardWriter(_FileWriter):
     """TensorBoard event files in `logdir`: one event per record holding its `scalars`
     and those of `extra`, at the record's step; notes are ignored.
 
@@ -197,24 +208,22 @@ class TensorBoardWriter(_Writer):
         index = len([p for p in self.logdir.iterdir() if p.name.startswith(_EVENTS_PREFIX)])
         while True:
             name = f"{_EVENTS_PREFIX}{int(time.time()):010d}.{socket.gethostname()}.{index}"
-            self.path = self.logdir / name
-            if not self.path.exists():
+            if not (self.logdir / name).exists():
                 break
             index += 1
-        self._file: IO[bytes] | None = open(self.path, "wb")  # noqa: SIM115 -- closed by close()
+        super().__init__(self.logdir / name, "wb")
         self._write(self._event(wall_time=time.time(), file_version="brain.Event:2"))
         if purge_step is not None:
             start = session_log(status=session_log.START)
             self._write(self._event(wall_time=time.time(), step=purge_step, session_log=start))
-        self._file.flush()
+        self.flush()
 
     def _write(self, event) -> None:
-        if self._file is None:
-            raise ValueError(f"{str(self.path)!r}: writer is closed")
+        file = self._open_file()
         data = event.SerializeToString()
         header = struct.pack("<Q", len(data))
-        self._file.write(header + struct.pack("<I", self._crc(header)))
-        self._file.write(data + struct.pack("<I", self._crc(data)))
+        file.write(header + struct.pack("<I", self._crc(header)))
+        file.write(data + struct.pack("<I", self._crc(data)))
 
     def write_record(
         self, record: Mapping[str, Any], *, extra: Mapping[str, float | None] | None = None
@@ -226,16 +235,7 @@ class TensorBoardWriter(_Writer):
             value=[self._summary.Value(tag=tag, simple_value=v) for tag, v in values.items()]
         )
         self._write(self._event(wall_time=time.time(), step=int(record["step"]), summary=summary))
-        self._file.flush()
-
-    def flush(self) -> None:
-        if self._file is not None:
-            self._file.flush()
-
-    def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
+        self.flush()
 
 
 def read_scalars(logdir: str | Path) -> dict[str, list[tuple[int, float]]]:
@@ -295,24 +295,22 @@ def _local_time() -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S")
 
 
-class LogFileWriter(_Writer):
+class LogFileWriter(_FileWriter):
     """train.log: a timestamped line per note and per record (`record_line`), appended.
 
     `clock` returns the time stamp (for tests); the default is local time to the second.
     """
 
     def __init__(self, path: str | Path, *, clock: Callable[[], str] = _local_time):
-        self.path = Path(path)
+        super().__init__(path, "a")
         self._clock = clock
-        self._file: IO[str] | None = open(self.path, "a")  # noqa: SIM115 -- closed by close()
 
     def _line(self, text: str) -> None:
-        if self._file is None:
-            raise ValueError(f"{str(self.path)!r}: writer is closed")
+        file = self._open_file()
         stamp = self._clock()
         for line in text.splitlines() or [""]:
-            self._file.write(f"{stamp} {line}\n")
-        self._file.flush()
+            file.write(f"{stamp} {line}\n")
+        file.flush()
 
     def write_record(
         self, record: Mapping[str, Any], *, extra: Mapping[str, float | None] | None = None
@@ -321,15 +319,6 @@ class LogFileWriter(_Writer):
 
     def note(self, message: str) -> None:
         self._line(message)
-
-    def flush(self) -> None:
-        if self._file is not None:
-            self._file.flush()
-
-    def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
 
 
 def _is_process_zero() -> bool:
