@@ -273,16 +273,21 @@ def _train(run: _Run, stop: StopFlag, progress: bool, start: float) -> dict[str,
         def is_due(step: int, every: int) -> bool:
             return bool(every) and step % every == 0
 
+        def logs(step: int) -> bool:
+            return is_due(step, config.log_every_steps) or step == config.num_steps
+
+        def evaluates(step: int) -> bool:  # the last step's evaluation comes after the loop
+            return is_due(step, config.eval_every_steps) and step != config.num_steps
+
+        def saves(step: int) -> bool:
+            return (
+                is_due(step, config.checkpoint_every_steps) or step == config.num_steps or stop.set
+            )
+
         def must_sync(step: int) -> bool:
             """Whether step's finite flags are read at once (it is logged, evaluated or
             saved); other steps' flags are read one step late, while the next one runs."""
-            return (
-                step == config.num_steps
-                or stop.set
-                or is_due(step, config.log_every_steps)
-                or is_due(step, config.eval_every_steps)
-                or is_due(step, config.checkpoint_every_steps)
-            )
+            return logs(step) or evaluates(step) or saves(step)
 
         rate = StepRate(first - 1)
 
@@ -293,7 +298,7 @@ def _train(run: _Run, stop: StopFlag, progress: bool, start: float) -> dict[str,
                 (metrics.pop(parallel.FINITE_TASKS), metrics.pop(parallel.FINITE_SHARED))
             )
             finite = bool(np.all(per_task) and shared)
-            if not finite or is_due(step, config.log_every_steps) or step == config.num_steps:
+            if not finite or logs(step):
                 record = rec.train_record(step, jax.device_get(metrics), names)
                 if not finite:
                     record["non_finite"] = [
@@ -320,11 +325,11 @@ def _train(run: _Run, stop: StopFlag, progress: bool, start: float) -> dict[str,
             else:
                 pending = (step, metrics)
             bar.update(1)
-            if is_due(step, config.eval_every_steps) and step != config.num_steps:
+            if evaluates(step):
                 with rate.paused():
                     evals.append(run.evaluation(eval_step, state, step))
                 writers.write_record(rec.eval_record(evals[-1]))
-            if is_due(step, config.checkpoint_every_steps) or step == config.num_steps or stop.set:
+            if saves(step):
                 with rate.paused():
                     save(step, state)
             if stop.set:
