@@ -416,7 +416,7 @@ def main(argv: list[str] | None = None, *, prog: str | None = None) -> int:
         if not stl_runs:
             print("[sweep] no finished single-task run: no Δm% column", file=sys.stderr)
         else:
-            baseline = summary.single_task_baseline(stl_runs)
+            baseline = summary.single_task_baseline(stl_runs, directions)
     rows = summary.summarize(runs, directions, baseline=baseline)
     title = f"{source.name}: {len(methods)} methods × {len(seeds)} seeds"
     record = {

@@ -5,11 +5,13 @@
     mtl-jax sweep --config shapes_dense --workdir runs/sweep --methods equal,mgda --seeds 0,1
     mtl-jax summarize --workdir runs/sweep [--last-evals 10 | --select-by f1]
     mtl-jax eval --workdir runs/mm [--split test] [--json]
+    mtl-jax explain --workdir runs/mm [--examples 8] [--steps 64] [--overwrite]
 
 `train` is `python -m experiments.main` and `sweep` is `python -m experiments.sweep`, with
 the same options and exit statuses; `summarize` is the sweep's `--no-run` with the
 arguments the sweep recorded in its workdir; `eval` evaluates a finished run's parameters
-on a split. `mtl-jax COMMAND --help` lists a command's options. Each command imports its
+on a split; `explain` (= python -m experiments.explain) writes a finished run's per-task
+saliency maps. `mtl-jax COMMAND --help` lists a command's options. Each command imports its
 code only when it runs, so `mtl-jax --help` works without the extras.
 """
 
@@ -73,6 +75,12 @@ def _eval(argv: list[str], prog: str) -> int:
     return 0
 
 
+def _explain(argv: list[str], prog: str) -> int:
+    from experiments.explain import main
+
+    return main(argv, prog=prog)
+
+
 # Modules of the optional dependencies the commands import -> the extra that installs
 # them (tests/test_packaging.py checks these against pyproject.toml).
 EXTRA_OF_MODULE = {
@@ -95,6 +103,7 @@ COMMANDS: dict[str, tuple[str, Callable[[list[str], str], int]]] = {
     "sweep": ("run methods x seeds and tabulate them (= python -m experiments.sweep)", _sweep),
     "summarize": ("tabulate a sweep's finished runs, running nothing", _summarize),
     "eval": ("evaluate a run's parameters on a split", _eval),
+    "explain": ("per-task saliency maps of a run (= python -m experiments.explain)", _explain),
 }
 
 
@@ -104,7 +113,7 @@ def _parser() -> argparse.ArgumentParser:
     listing = "\n".join(f"  {name:<10} {text}" for name, (text, _) in COMMANDS.items())
     parser = argparse.ArgumentParser(
         prog=PROG,
-        description="mtl_jax's experiment runner: train, sweep, summarize, evaluate.",
+        description="mtl_jax's experiment runner: train, sweep, summarize, evaluate, explain.",
         epilog=f"commands:\n{listing}\n\n`{PROG} COMMAND --help` lists a command's options.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         usage=f"{PROG} [--version] [-h] COMMAND [ARGS ...]",

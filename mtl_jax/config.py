@@ -13,9 +13,10 @@ Each may end in `:ARG`, which is passed to `get_config(ARG)` (as a string) when 
 module's `get_config` takes a parameter.
 
 A config is a locked `ml_collections.ConfigDict`, so a misspelt key is an error, which
-suggests the closest valid keys. The one open mapping is `weighting.kwargs`, whose keys
-are the chosen method's options; they are checked against the method's signature by
-`mtl_jax.weighting.create`.
+suggests the closest valid keys. The open mappings (`OPEN_PATHS`) are `weighting.kwargs`,
+whose keys are the chosen method's options, checked against the method's signature by
+`mtl_jax.weighting.create`, and `task_options`, `{task: {field: value}}`, checked against
+the tasks' fields by `mtl_jax.experiment.build_experiment`.
 """
 
 from __future__ import annotations
@@ -34,9 +35,15 @@ from pathlib import Path
 
 import ml_collections
 
-# Overrides below these paths may add new keys (their values are parsed as Python
-# literals, or kept as strings).
-OPEN_PATHS = ("weighting.kwargs",)
+# Overrides below these paths may add new keys, and new groups of keys
+# (`task_options.left.loss_type=focal`); their values are parsed as Python literals, or
+# kept as strings.
+OPEN_PATHS = ("weighting.kwargs", "task_options")
+
+
+def _is_open(dotted: str) -> bool:
+    """Whether the dotted key is an open path or lies below one."""
+    return any(dotted == path or dotted.startswith(f"{path}.") for path in OPEN_PATHS)
 
 
 # The package whose modules are the configs named by a bare name (`--config multi_mnist`).
@@ -352,6 +359,9 @@ def set_value(config: ml_collections.ConfigDict, key: str, text: str) -> None:
     parts = key.split(".")
     node = config
     for depth, part in enumerate(parts[:-1]):
+        if part not in node and _is_open(".".join(parts[:depth])):
+            with node.unlocked():  # a new group below an open path
+                node[part] = ml_collections.ConfigDict()
         if part not in node or not isinstance(node[part], ml_collections.ConfigDict):
             if part in node:  # a value, not a group: `seed.x=1`
                 raise ConfigError(f"config key {'.'.join(parts[: depth + 1])!r} has no keys")
@@ -363,7 +373,7 @@ def set_value(config: ml_collections.ConfigDict, key: str, text: str) -> None:
         node = node[part]
     last = parts[-1]
     parent = ".".join(parts[:-1])
-    if parent in OPEN_PATHS:
+    if _is_open(parent):
         with node.unlocked():
             node[last] = _parse_literal(text)
         return

@@ -141,13 +141,16 @@ BENCHMARKS: dict[str, Benchmark] = {
 }
 
 
-def metric_directions(tasks: Mapping[str, Task]) -> dict[str, int]:
-    """`{"<task>/<metric>": ±1}` for every metric of every task, keyed like `evaluate`."""
-    return {
-        f"{name}/{metric}": direction
-        for name, task in tasks.items()
-        for metric, direction in task.metric_directions().items()
-    }
+def metric_directions(tasks: Mapping[str, Task], *, every_metric: bool = False) -> dict[str, int]:
+    """`{"<task>/<metric>": ±1}`, keyed like `evaluate`, for each task's headline metrics
+    (`Task.headline_metrics`: what sweep tables and Δm% compare, e.g. `accuracy` of a
+    classification task), or for every metric it reports with `every_metric=True`."""
+    directions = {}
+    for name, task in tasks.items():
+        task_directions = task.metric_directions()
+        chosen = task_directions if every_metric else task.headline_metrics()
+        directions.update({f"{name}/{metric}": task_directions[metric] for metric in chosen})
+    return directions
 
 
 def _resolve(

@@ -1,7 +1,10 @@
 """Figures of a run and of a sweep, drawn from the files the runs write.
 
 Per run (from `metrics.jsonl`): per-task training loss curves, task weights over steps,
-and — for methods that compute a Gramian — the pairwise gradient cosines over steps.
+and — for methods that compute a Gramian — the pairwise gradient cosines over steps;
+when the run logs it (`config.conflict_every_steps`), the per-layer gradient conflict
+as a blocks × steps heat map; and (from `results.json`) the test confusion matrix of
+every classification task.
 Per sweep (from `mtl_jax.summary` runs): a two-metric scatter of every run's reported
 metrics, one colour per method, with each method's mean, marking the methods that no
 other method beats on both axes (a Pareto view).
@@ -24,6 +27,9 @@ import numpy as np  # noqa: E402
 from mtl_jax.summary import Run  # noqa: E402
 
 METRICS_FILE = "metrics.jsonl"
+RESULTS_FILE = "results.json"
+# The per-layer gradient conflict field of a train record (`mtl_jax.explain.conflict`).
+CONFLICT_FIELD = "conflict_by_layer"
 
 
 def read_training_log(workdir: str | Path) -> list[dict]:
@@ -57,8 +63,10 @@ def _line_figure(steps, series, *, title, ylabel, log=False, path):
 
 
 def plot_run(workdir: str | Path, *, title: str = "") -> list[Path]:
-    """Writes `loss_curves.png`, `task_weights.png`, (Gramian methods) `grad_cosine.png`
-    and (once evaluated) `eval_curves.png` into `workdir`; returns the paths written."""
+    """Writes `loss_curves.png`, `task_weights.png`, (Gramian methods) `grad_cosine.png`,
+    (once evaluated) `eval_curves.png`, (with `config.conflict_every_steps`)
+    `conflict_by_layer.png` and (once finished) `confusion_<task>.png` for every
+    classification task into `workdir`; returns the paths written."""
     workdir = Path(workdir)
     records = read_training_log(workdir)
     if not records:
@@ -85,11 +93,24 @@ def plot_run(workdir: str | Path, *, title: str = "") -> list[Path]:
         path = workdir / "grad_cosine.png"
         _cosine_figure(cosine_steps, matrices, names, title=label, path=path)
         written.append(path)
+    conflict_records = [r for r in records if isinstance(r.get(CONFLICT_FIELD), Mapping)]
+    if conflict_records:
+        path = workdir / "conflict_by_layer.png"
+        _conflict_figure(conflict_records, title=label, path=path)
+        written.append(path)
     evals = read_evaluations(workdir)
     if evals:
         path = workdir / "eval_curves.png"
         _eval_figure(evals, title=f"{label}test metrics", path=path)
         written.append(path)
+    results_path = workdir / RESULTS_FILE
+    tables = json.loads(results_path.read_text()).get("tables", {}) if results_path.exists() else {}
+    for task, task_tables in sorted(tables.items()):
+        if "confusion_matrix" in task_tables:
+            path = workdir / f"confusion_{task}.png"
+            matrix = np.asarray(task_tables["confusion_matrix"])
+            plot_confusion(matrix, (), path, title=f"{label}{task} (test)")
+            written.append(path)
     return written
 
 
@@ -108,8 +129,10 @@ def _eval_figure(evals: Sequence[dict], *, title: str, path: Path) -> None:
         1, len(tasks), figsize=(3.2 * len(tasks), 3.2), constrained_layout=True, squeeze=False
     )
     for ax, task in zip(axes[0], tasks, strict=True):
-        keys = sorted(
-            k for k in evals[0]["eval"] if k.startswith(f"{task}/") and k != f"{task}/loss"
+        keys = sorted(  # per-class metrics (`<task>/<metric>/<class>`) left out
+            k
+            for k in evals[0]["eval"]
+            if k.startswith(f"{task}/") and k != f"{task}/loss" and k.count("/") == 1
         )
         for key in keys:
             ax.plot(steps, [r["eval"][key] for r in evals], marker=".", label=key.split("/", 1)[1])
@@ -143,6 +166,29 @@ def _cosine_figure(steps, matrices, names, *, title, path):
         ax.set_xticks(ticks, names, rotation=90, fontsize=6)
         ax.set_yticks(ticks, names, fontsize=6)
         fig.colorbar(image, ax=ax)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _conflict_figure(records: Sequence[dict], *, title: str, path: Path) -> None:
+    """Heat map of the per-layer gradient conflict: blocks (rows, in the records' order)
+    × logged steps, the mean pairwise cosine on a diverging map centred at 0."""
+    blocks = list(records[0][CONFLICT_FIELD])
+    steps = [r["step"] for r in records]
+    values = np.array([[r[CONFLICT_FIELD].get(b, np.nan) for r in records] for b in blocks])
+    fig, ax = plt.subplots(
+        figsize=(min(6 + 0.1 * len(steps), 14), 1.6 + 0.35 * len(blocks)),
+        constrained_layout=True,
+    )
+    image = ax.imshow(
+        values, aspect="auto", cmap="RdBu_r", vmin=-1, vmax=1, interpolation="nearest"
+    )
+    ax.set_yticks(np.arange(len(blocks)), blocks, fontsize=7)
+    ticks = np.unique(np.linspace(0, len(steps) - 1, min(len(steps), 10)).round().astype(int))
+    ax.set_xticks(ticks, [str(steps[i]) for i in ticks], fontsize=7)
+    ax.set_title(f"{title}gradient conflict by layer (mean pairwise cosine)", fontsize=9)
+    ax.set_xlabel("step")
+    fig.colorbar(image, ax=ax, label="cos(g_i, g_j) in the layer")
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
@@ -206,6 +252,52 @@ def plot_pareto(
     )
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, ncol=2)
+    path = Path(path)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_confusion(
+    matrix: np.ndarray, class_names: Sequence[str], path: str | Path, *, title: str = ""
+) -> Path:
+    """Writes a confusion matrix (row = true class, column = predicted) as a PNG.
+
+    Colours are row-normalised (each true class's distribution over predictions, so
+    rare classes are as visible as common ones); the counts are written in the cells
+    when there are at most 20 classes. Returns `path`.
+
+    Args:
+      matrix: [C, C] counts, e.g. `Classification.confusion_matrix(stats)`.
+      class_names: C tick labels (empty: the class indices).
+      path: the PNG to write.
+      title: the figure title.
+    """
+    matrix = np.asarray(matrix)
+    num_classes = matrix.shape[0]
+    if matrix.shape != (num_classes, num_classes):
+        raise ValueError(f"confusion matrix must be square, got shape {matrix.shape}")
+    names = list(class_names) or [str(c) for c in range(num_classes)]
+    if len(names) != num_classes:
+        raise ValueError(f"{len(names)} class_names for a {num_classes}-class matrix")
+    rows = matrix.sum(axis=1, keepdims=True)
+    normalised = matrix / np.maximum(rows, 1)
+    size = min(4 + 0.35 * num_classes, 16)
+    fig, ax = plt.subplots(figsize=(size + 1, size), constrained_layout=True)
+    image = ax.imshow(normalised, vmin=0, vmax=1, cmap="Blues")
+    if num_classes <= 20:
+        for i in range(num_classes):
+            for j in range(num_classes):
+                colour = "white" if normalised[i, j] > 0.5 else "black"
+                ax.text(
+                    j, i, f"{int(matrix[i, j])}", ha="center", va="center", fontsize=7, color=colour
+                )
+    ticks = np.arange(num_classes)
+    fontsize = 8 if num_classes <= 20 else 5
+    ax.set_xticks(ticks, names, rotation=90, fontsize=fontsize)
+    ax.set_yticks(ticks, names, fontsize=fontsize)
+    ax.set(xlabel="predicted class", ylabel="true class", title=title or "confusion matrix")
+    fig.colorbar(image, ax=ax, label="fraction of the true class")
     path = Path(path)
     fig.savefig(path, dpi=120)
     plt.close(fig)

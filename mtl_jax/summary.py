@@ -18,7 +18,7 @@ import csv
 import dataclasses
 import io
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -165,9 +165,12 @@ def provenance_note(record: Mapping[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def single_task_baseline(runs: Sequence[Run]) -> dict[str, float]:
+def single_task_baseline(
+    runs: Sequence[Run], metrics: Collection[str] | None = None
+) -> dict[str, float]:
     """The STL baseline from single-task runs: each metric's mean over the seeds of the
-    run that trained only its task.
+    run that trained only its task; only the `metrics` given (e.g. the keys of the
+    sweep's `metric_directions`), or every metric but the loss.
 
     Raises:
       ValueError: two different single-task setups for the same task would be averaged.
@@ -182,7 +185,13 @@ def single_task_baseline(runs: Sequence[Run]) -> dict[str, float]:
         labels = {r.label for r in task_runs}
         if len(labels) > 1:
             raise ValueError(f"single-task runs of {task!r} use different methods {labels}")
-        keys = [k for k in task_runs[0].metrics if k.startswith(f"{task}/") and k != f"{task}/loss"]
+        keys = [
+            k
+            for k in task_runs[0].metrics
+            if k.startswith(f"{task}/")
+            and k != f"{task}/loss"
+            and (metrics is None or k in metrics)
+        ]
         for key in keys:
             baseline[key] = float(np.mean([r.metrics[key] for r in task_runs]))
     return baseline

@@ -405,6 +405,32 @@ def _widen(x) -> np.ndarray:
     return x.astype(np.float64 if np.issubdtype(x.dtype, np.floating) else np.int64)
 
 
+def accumulate_stats(
+    eval_step: Callable, params: PyTree, batch_stats: PyTree, batches
+) -> dict[str, dict[str, np.ndarray]]:
+    """`{task: statistics}` of `eval_step` summed over `batches` (int64 / float64)."""
+    totals = None
+    for batch in batches:
+        stats = jax.tree.map(_widen, jax.device_get(eval_step(params, batch_stats, batch)))
+        totals = stats if totals is None else jax.tree.map(np.add, totals, stats)
+    if totals is None:
+        raise ValueError("evaluation got no batches (empty split?)")
+    return totals
+
+
+def metrics_from_stats(
+    totals: Mapping[str, Mapping[str, np.ndarray]], tasks: Mapping[str, Task]
+) -> dict[str, float]:
+    """`{"<task>/<metric>": value}` (the mean loss included) from `accumulate_stats`."""
+    results = {}
+    for name in sorted(totals):
+        task_stats = totals[name]
+        results[f"{name}/loss"] = float(task_stats["loss_sum"] / max(task_stats["loss_count"], 1))
+        for metric, value in tasks[name].compute_metrics(task_stats).items():
+            results[f"{name}/{metric}"] = value
+    return results
+
+
 def evaluate(
     eval_step: Callable,
     params: PyTree,
@@ -413,16 +439,4 @@ def evaluate(
     tasks: Mapping[str, Task],
 ) -> dict[str, float]:
     """Runs `eval_step` over `batches` and returns `{"<task>/<metric>": value}`."""
-    totals = None
-    for batch in batches:
-        stats = jax.tree.map(_widen, jax.device_get(eval_step(params, batch_stats, batch)))
-        totals = stats if totals is None else jax.tree.map(np.add, totals, stats)
-    if totals is None:
-        raise ValueError("evaluation got no batches (empty split?)")
-    results = {}
-    for name in sorted(totals):
-        task_stats = totals[name]
-        results[f"{name}/loss"] = float(task_stats["loss_sum"] / max(task_stats["loss_count"], 1))
-        for metric, value in tasks[name].compute_metrics(task_stats).items():
-            results[f"{name}/{metric}"] = value
-    return results
+    return metrics_from_stats(accumulate_stats(eval_step, params, batch_stats, batches), tasks)

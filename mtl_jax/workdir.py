@@ -26,8 +26,18 @@ PARAMS_FILE = "params.msgpack"
 CHECKPOINT_DIR = "checkpoints"
 LOG_FILE = "train.log"
 TENSORBOARD_DIR = "tensorboard"
-PLOTS = ("loss_curves.png", "task_weights.png", "grad_cosine.png", "eval_curves.png")
-OUTPUTS = (  # config first
+PLOTS = (
+    "loss_curves.png",
+    "task_weights.png",
+    "grad_cosine.png",
+    "eval_curves.png",
+    "conflict_by_layer.png",
+    "confusion_*.png",  # one per classification task
+)
+# Written into a finished run's workdir by `mtl-jax explain` (`mtl_jax.explain.report`).
+EXPLANATIONS = ("saliency.png", "saliency.json")
+# What a run writes into its workdir (glob patterns), config first.
+OUTPUTS = (
     CONFIG_FILE,
     METRICS_FILE,
     RESULTS_FILE,
@@ -36,6 +46,7 @@ OUTPUTS = (  # config first
     LOG_FILE,
     TENSORBOARD_DIR,
     *PLOTS,
+    *EXPLANATIONS,
 )
 
 # What `open_workdir` found.
@@ -73,7 +84,7 @@ def _flatten(record: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 # Config keys added after runs were saved without them, each with the value that behaves
 # as those runs did: a saved config that lacks the key matches a config holding that value.
-ADDED_KEYS: dict[str, Any] = {"model.init_from": ""}
+ADDED_KEYS: dict[str, Any] = {"model.init_from": "", "conflict_every_steps": 0}
 
 
 def config_differences(saved: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
@@ -150,12 +161,12 @@ def start_workdir(workdir: Path, config: ml_collections.ConfigDict) -> None:
     workdir.mkdir(parents=True, exist_ok=True)
     # config.json goes last (replaced, not deleted): an interrupted overwrite still
     # leaves a workdir that `--overwrite` accepts.
-    for name in OUTPUTS[1:]:
-        path = workdir / name
-        if path.is_dir():
-            shutil.rmtree(path)
-        elif path.exists():
-            path.unlink()
+    for pattern in OUTPUTS[1:]:
+        for path in workdir.glob(pattern):
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
     atomic_write(
         workdir / CONFIG_FILE, json.dumps(config_record(config), indent=2, sort_keys=True).encode()
     )

@@ -162,6 +162,9 @@ def test_benchmark_directions_agree_with_the_tasks():
         for key, direction in benchmark.directions.items():
             assert directions[key] == direction
     assert metric_directions({"left": Classification("left")}) == {"left/accuracy": 1}
+    every = metric_directions({"left": Classification("left")}, every_metric=True)
+    assert {"left/accuracy", "left/macro_f1", "left/recall/9"} <= set(every)
+    assert set(every.values()) == {1}
 
 
 @pytest.mark.parametrize("name", ["multi_mnist", "shapes_dense"])

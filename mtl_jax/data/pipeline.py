@@ -7,13 +7,18 @@ grain then iterates over batch numbers
 (deterministic, reshuffled every epoch, checkpointable iterator state) and each batch is
 gathered with one vectorised index. This keeps the input pipeline far below the step
 time on two CPU cores, where per-record decoding in the training loop would not be.
+
+Which examples batch `b` holds is a pure function of `(seed, b)`: an epoch permutation
+(`EpochPermutation`, the default) or, for a re-balancing sampler (`SAMPLERS`), a draw with
+replacement from per-example weights (`WeightedDraw`). Either way grain's iterator state
+is just the batch number, so a restored iterator continues bit for bit.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 import grain
 import numpy as np
@@ -25,6 +30,9 @@ Arrays = dict[str, np.ndarray]
 
 
 Augment = Callable[[Arrays, np.random.Generator], Arrays]
+
+# `config.dataset.augment` value that turns a dataset's default augmentation off.
+NO_AUGMENT = "none"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,7 +82,10 @@ class DatasetSpec:
       resolve_config: `resolve_config(name, data_dir) -> config name`, for symbolic
         config names such as `"auto"`.
       augment: `augment(arrays, rng) -> arrays`, applied to the raw feature arrays of
-        every training batch (see `train_batches`); None for no augmentation.
+        every training batch (see `train_batches`); None for no augmentation. The
+        default, used when `config.dataset.augment` is "".
+      augmentations: the augmentations `config.dataset.augment` may name, by name (the
+        default may be one of them; "none" is reserved for no augmentation).
     """
 
     tasks: Callable[[], dict[str, Task]]
@@ -82,10 +93,29 @@ class DatasetSpec:
     loader: Callable[[str, str], DatasetSource] | None = None
     resolve_config: Callable[[str, str], str] = lambda name, data_dir: name
     augment: Augment | None = None
+    augmentations: Mapping[str, Augment] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
         if (self.builder is None) == (self.loader is None):
             raise ValueError("a DatasetSpec needs exactly one of `builder` and `loader`")
+        if NO_AUGMENT in self.augmentations or "" in self.augmentations:
+            raise ValueError(f"augmentation names {NO_AUGMENT!r} and '' are reserved")
+
+    def choose_augment(self, name: str) -> Augment | None:
+        """The augmentation `config.dataset.augment = name` selects: "" the default
+        (`augment`), "none" none, else `augmentations[name]`.
+
+        Raises:
+          ValueError: for a name the dataset does not have (listing the valid ones).
+        """
+        if name == "":
+            return self.augment
+        if name == NO_AUGMENT:
+            return None
+        if name not in self.augmentations:
+            valid = ["", NO_AUGMENT, *sorted(self.augmentations)]
+            raise ValueError(f"unknown augmentation {name!r}; valid: {valid}")
+        return self.augmentations[name]
 
 
 def prepare(
@@ -198,8 +228,94 @@ class EpochPermutation:
         return index
 
 
-# Third entry of the augmentation seed, so its stream differs from the shuffling's.
+# Third entry of the per-batch seeds, so that each stream differs from the shuffling's
+# (`default_rng([seed, epoch])`) and from each other.
 _AUGMENT_STREAM = 1
+_SAMPLER_STREAM = 2
+
+# Samplers of training examples (`config.dataset.sampler`), see `sampler_weights`.
+UNIFORM = "uniform"
+CLASS_BALANCED = "class_balanced"
+SQRT = "sqrt"
+SAMPLERS = (UNIFORM, CLASS_BALANCED, SQRT)
+
+
+def sampler_weights(
+    labels: np.ndarray, sampler: str, *, num_classes: int, ignore_label: int = -1
+) -> np.ndarray:
+    """Per-example sampling weights that re-balance the classes of one task.
+
+    With `n_c` the number of examples of class `c` (examples labelled `ignore_label`
+    are not counted), example `i` of class `c(i)` gets
+
+    * "class_balanced": `p_i ∝ 1 / n_{c(i)}`, so every class present is drawn equally
+      often (the class-balanced sampling of Kang et al., "Decoupling Representation and
+      Classifier for Long-Tailed Recognition", ICLR 2020, Eq. 1 with q = 0);
+    * "sqrt": `p_i ∝ 1 / sqrt(n_{c(i)})`, so class `c` is drawn with probability
+      `∝ sqrt(n_c)` (square-root sampling, the same equation with q = 1/2).
+
+    Examples labelled `ignore_label` get weight 0 (they carry no label for the task, so
+    they have no class to balance) and are never drawn; a class with no example simply
+    gets no draws.
+
+    Args:
+      labels: [N] integer class labels of the task on the training split.
+      sampler: "class_balanced" or "sqrt" (see `SAMPLERS`; "uniform" needs no weights).
+      num_classes: the task's number of classes; labels are in `[0, num_classes)`.
+      ignore_label: the label of unlabelled examples.
+
+    Returns:
+      [N] float64 weights summing to 1.
+
+    Raises:
+      ValueError: for an unknown sampler, labels out of range, or no labelled example.
+
+    Example:
+      >>> sampler_weights(np.asarray([0, 0, 0, 1]), "class_balanced", num_classes=2)
+      array([0.16666667, 0.16666667, 0.16666667, 0.5       ])
+    """
+    if sampler not in (CLASS_BALANCED, SQRT):
+        raise ValueError(f"sampler {sampler!r} has no weights; valid: {[CLASS_BALANCED, SQRT]}")
+    labels = np.asarray(labels)
+    labelled = labels != ignore_label
+    if not np.any(labelled):
+        raise ValueError("no labelled example to sample from (every label is the ignore label)")
+    if np.any(labels[labelled] < 0) or np.any(labels[labelled] >= num_classes):
+        raise ValueError(f"labels outside [0, {num_classes}) other than ignore_label")
+    safe = np.where(labelled, labels, 0).astype(np.int64)
+    counts = np.bincount(safe[labelled], minlength=num_classes).astype(np.float64)
+    per_class = 1.0 / np.maximum(counts, 1.0)
+    if sampler == SQRT:
+        per_class = np.sqrt(per_class)
+    weights = np.where(labelled, per_class[safe], 0.0)
+    return weights / weights.sum()
+
+
+class WeightedDraw:
+    """Example indices of training batch `b`: `batch_size` draws with replacement,
+    `P(i) ∝ weights[i]`, from `default_rng([seed, b, 2])`.
+
+    Random access and stateless like `EpochPermutation` (batch `b` depends on `(seed, b)`
+    only), so grain's iterator state resumes it exactly; the stream id 2 keeps its draws
+    apart from the augmentation's (1). Examples of weight 0 are never drawn.
+    """
+
+    def __init__(self, weights: np.ndarray, batch_size: int, seed: int):
+        weights = np.asarray(weights, np.float64)
+        if weights.ndim != 1 or not np.all(np.isfinite(weights) & (weights >= 0)):
+            raise ValueError("sampling weights must be a vector of finite values >= 0")
+        if not weights.sum() > 0:
+            raise ValueError("sampling weights are all 0")
+        self.cdf = np.cumsum(weights)
+        self.last = int(np.flatnonzero(weights)[-1])  # where u rounding up to cdf[-1] lands
+        self.batch_size, self.seed = batch_size, seed
+
+    def __call__(self, batch_index: int) -> np.ndarray:
+        rng = np.random.default_rng([self.seed, batch_index, _SAMPLER_STREAM])
+        # Inverse-CDF: u in [cdf[i-1], cdf[i]) picks i, an empty interval (weight 0) none.
+        u = rng.random(self.batch_size) * self.cdf[-1]
+        index = np.searchsorted(self.cdf, u, side="right")
+        return np.minimum(index, self.last).astype(np.int64)
 
 
 def train_batches(
@@ -209,12 +325,14 @@ def train_batches(
     batch_size: int,
     seed: int,
     augment: Augment | None = None,
+    example_weights: np.ndarray | None = None,
 ) -> grain.DatasetIterator:
     """Endless iterator of full training batches, reshuffled every epoch from `seed`.
 
     Grain iterates over batch numbers (per-element shuffling in Python would cost more
-    than a LeNet step per batch), and `EpochPermutation` maps each to its example
-    indices. The iterator supports grain's `get_state` / `set_state`. Batches are
+    than a LeNet step per batch), and `EpochPermutation` (or `WeightedDraw`, with
+    `example_weights`) maps each to its example indices. The iterator supports grain's
+    `get_state` / `set_state`. Batches are
     produced synchronously (no prefetch threads): gathering one is cheap, and threads
     would compete with XLA for the cores (measured: `benchmarks/results/README.md`).
 
@@ -226,11 +344,23 @@ def train_batches(
       augment: `augment(arrays, rng) -> arrays` on each batch's raw features (e.g. a
         `DatasetSpec.augment`), with `rng = default_rng([seed, b, 1])` for batch number
         `b`, so batch `b` is the same on every run and after a restore.
+      example_weights: None to visit every example once per epoch; else [N] weights
+        (e.g. `sampler_weights`) and each batch draws its examples with replacement,
+        `P(i) ∝ example_weights[i]` (`WeightedDraw`). An "epoch" then has no meaning for
+        the iterator; the experiment still counts N // batch_size steps as one.
     """
     size = len(arrays["image"])
     if size < batch_size:
         raise ValueError(f"training split has {size} examples, fewer than batch_size={batch_size}")
-    indices = EpochPermutation(size, batch_size, seed)
+    if example_weights is None:
+        indices = EpochPermutation(size, batch_size, seed)
+    else:
+        if np.shape(example_weights) != (size,):
+            raise ValueError(
+                f"example_weights has shape {np.shape(example_weights)}, the split has "
+                f"{size} examples"
+            )
+        indices = WeightedDraw(example_weights, batch_size, seed)
     used = {key: arrays[key] for key in ("image", *task_names)}
 
     def make_batch(batch_index: int) -> dict:

@@ -8,19 +8,22 @@ their errors into a `ConfigError` naming the config key. Nothing is compiled.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import inspect
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import ml_collections
+import numpy as np
 import optax
 
 from mtl_jax import data, import_path, weighting
 from mtl_jax.config import ConfigError
 from mtl_jax.errors import OptionError
 from mtl_jax.models import MultiTaskModel, build_model
-from mtl_jax.tasks import Task
+from mtl_jax.tasks import Classification, Task
 from mtl_jax.train import check_step_options
 
 SCHEDULES = ("constant", "cosine", "step")
@@ -53,15 +56,44 @@ def default_data_dir() -> str:
     )
 
 
+# `task_options.<task>.class_weights` value computed from the train split.
+BALANCED = "balanced"
+# `task_options.<task>.class_prior` value computed from the train split (also the
+# default of the losses below when no prior is given).
+TRAIN_PRIOR = "train"
+PRIOR_LOSSES = ("logit_adjusted", "balanced_softmax")
+
+
 @dataclasses.dataclass(frozen=True)
 class Experiment:
-    """The validated pieces of a config."""
+    """The validated pieces of a config.
+
+    Attributes:
+      spec: the dataset.
+      tasks: the run's tasks by name, `config.task_options` applied.
+      model: the model.
+      weighting: the weighting method.
+      tx: the optimizer.
+      augment: the training augmentation `config.dataset.augment` selects (or None).
+      task_options: the effective `config.task_options`, `{task: {field: value}}` as
+        JSON values, with the values computed from the train split filled in (before
+        the data is loaded they read "balanced" / "train"). For results.json.
+      class_counts: `{task: [n_c]}`, the train-split class counts the tasks' options and
+        the sampler were computed from (labels equal to the ignore label not counted);
+        empty before the data is loaded or when nothing needs them.
+      counted_tasks: the tasks whose train-split class counts the config needs, for
+        their options or the sampler (`class_counts`' keys once the data is loaded).
+    """
 
     spec: data.DatasetSpec
     tasks: dict[str, Task]
     model: MultiTaskModel
     weighting: weighting.Weighting
     tx: optax.GradientTransformation
+    augment: data.pipeline.Augment | None = None
+    task_options: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    class_counts: dict[str, list[int]] = dataclasses.field(default_factory=dict)
+    counted_tasks: tuple[str, ...] = ()
 
     @property
     def task_names(self) -> tuple[str, ...]:
@@ -190,6 +222,194 @@ def dataset_spec(name: str) -> data.DatasetSpec:
     return data.DATASETS[name]
 
 
+def _settable_fields(task: Task) -> list[str]:
+    return sorted(f.name for f in dataclasses.fields(task) if f.init and f.name != "name")
+
+
+def _plain(value):
+    """A config value as plain Python: groups as dicts, lists as tuples (task fields are
+    frozen dataclass fields)."""
+    if isinstance(value, ml_collections.ConfigDict):
+        value = value.to_dict()
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return tuple(_plain(v) for v in value)
+    return value
+
+
+def _jsonable(value):
+    if isinstance(value, Mapping):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | np.ndarray):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def balanced_class_weights(counts: Sequence[int]) -> tuple[float, ...]:
+    """scikit-learn's "balanced" class weights, `w_c = N / (C · n_c)`, with `N = Σ n_c`.
+
+    So `Σ_c π_c w_c = 1` for the class frequencies `π_c = n_c / N`: the weighted loss
+    keeps the unweighted scale on average over the train split.
+
+    Raises:
+      ValueError: when a class has no example (naming it).
+
+    Example:
+      >>> balanced_class_weights([3, 1])
+      (0.6666666666666666, 2.0)
+    """
+    counts = np.asarray(counts, np.float64)
+    if np.any(counts == 0):
+        raise ValueError(f"class(es) {np.flatnonzero(counts == 0).tolist()} have no example")
+    return tuple(float(w) for w in counts.sum() / (len(counts) * counts))
+
+
+def class_frequencies(counts: Sequence[int]) -> tuple[float, ...]:
+    """The class prior `π_c = n_c / N` of the logit-adjusted losses.
+
+    A class with no example is an error rather than smoothed: its log-prior would be
+    −∞, and any smoothing constant would be an unrecorded hyper-parameter; give
+    `class_prior` explicitly instead.
+
+    Raises:
+      ValueError: when a class has no example (naming it).
+    """
+    counts = np.asarray(counts, np.float64)
+    if np.any(counts == 0):
+        raise ValueError(f"class(es) {np.flatnonzero(counts == 0).tolist()} have no example")
+    return tuple(float(p) for p in counts / counts.sum())
+
+
+def _apply_task_options(
+    config: ml_collections.ConfigDict,
+    tasks: dict[str, Task],
+    class_counts: Mapping[str, Sequence[int]] | None,
+) -> tuple[dict[str, Task], dict[str, dict[str, Any]], tuple[str, ...]]:
+    """`config.task_options` applied to `tasks` with `dataclasses.replace`.
+
+    Returns the new tasks, the effective options (JSON values) and the tasks whose
+    train-split class counts are needed. Without `class_counts` (before the data is
+    loaded), the values computed from them are placeholders that validate the rest.
+    """
+    options = config.task_options
+    out, effective, counted = dict(tasks), {}, []
+    for name in sorted(options):
+        key = f"task_options.{name}"
+        if name not in tasks:
+            raise ConfigError(
+                f"config key {key!r}: {name!r} is not a task of this run; its tasks: "
+                f"{sorted(tasks)}" + _close(name, tasks)
+            )
+        group = options[name]
+        if not isinstance(group, ml_collections.ConfigDict):
+            raise ConfigError(
+                f"config key {key!r} must be a group of task fields, {key}.FIELD=VALUE, "
+                f"got {group!r}"
+            )
+        task = tasks[name]
+        valid = _settable_fields(task)
+        fields = {field: _plain(value) for field, value in group.items()}
+        for field in fields:
+            if field not in valid:
+                raise ConfigError(
+                    f"config key '{key}.{field}': {type(task).__name__} task {name!r} has no "
+                    f"field {field!r}; valid fields: {valid}" + _close(field, valid)
+                )
+        fields, derived = _data_derived(key, task, fields, class_counts)
+        if derived:
+            counted.append(name)
+        try:
+            out[name] = dataclasses.replace(task, **fields)
+        except (ValueError, TypeError) as error:
+            raise ConfigError(f"config key {key!r}: {error}") from error
+        # Before the data is loaded, the computed fields are recorded by their symbol.
+        shown = fields if class_counts is not None else {**fields, **derived}
+        effective[name] = _jsonable(shown)
+    return out, effective, tuple(counted)
+
+
+def _data_derived(
+    key: str,
+    task: Task,
+    fields: dict[str, Any],
+    class_counts: Mapping[str, Sequence[int]] | None,
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """Fills in the fields computed from the train split's class counts.
+
+    Returns the fields and `{field: symbolic value}` of those computed (empty when none).
+    """
+    weights = fields.get("class_weights")
+    prior = fields.get("class_prior")
+    for field, value, symbol in (
+        ("class_weights", weights, BALANCED),
+        ("class_prior", prior, TRAIN_PRIOR),
+    ):
+        if isinstance(value, str) and value != symbol:
+            raise ConfigError(
+                f"config key '{key}.{field}': {value!r} is neither {symbol!r} (from the train "
+                "split) nor a tuple of numbers, one per class"
+            )
+    loss_type = fields.get("loss_type", getattr(task, "loss_type", None))
+    derived = {}
+    if weights == BALANCED:
+        derived["class_weights"] = BALANCED
+    if prior == TRAIN_PRIOR or (
+        prior is None and loss_type in PRIOR_LOSSES and not getattr(task, "class_prior", ())
+    ):
+        derived["class_prior"] = TRAIN_PRIOR
+    if not derived:
+        return fields, derived
+    if not isinstance(task, Classification):
+        field = next(iter(derived))
+        raise ConfigError(
+            f"config key '{key}.{field}': {derived[field]!r} is computed from the class "
+            f"counts of a Classification task; {task.name!r} is a {type(task).__name__}"
+        )
+    fields = dict(fields)
+    counts = None if class_counts is None else class_counts[task.name]
+    for field in derived:
+        if counts is None:  # placeholders until the data is loaded
+            fields[field] = (1.0,) * task.num_classes
+            continue
+        compute = balanced_class_weights if field == "class_weights" else class_frequencies
+        try:
+            fields[field] = compute(counts)
+        except ValueError as error:
+            raise ConfigError(
+                f"config key '{key}.{field}' = {derived[field]!r}: task {task.name!r}: "
+                f"{error} in the train split (class counts {list(counts)}); set "
+                f"{key}.{field} explicitly"
+            ) from error
+    return fields, derived
+
+
+def _close(word: str, valid) -> str:
+    close = difflib.get_close_matches(word, sorted(valid), n=3, cutoff=0.6)
+    return f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+
+
+def _check_sampler(config: ml_collections.ConfigDict, tasks: Mapping[str, Task]) -> None:
+    sampler = _choice(config.dataset.sampler, data.SAMPLERS, "dataset.sampler")
+    task = config.dataset.sampler_task
+    if sampler == data.pipeline.UNIFORM:
+        if task:
+            raise ConfigError(
+                f"config key 'dataset.sampler_task' is {task!r}, but sampler 'uniform' "
+                "balances no task (leave it '' or choose another dataset.sampler)"
+            )
+        return
+    valid = sorted(n for n, t in tasks.items() if isinstance(t, Classification))
+    if task not in valid:
+        raise ConfigError(
+            f"config key 'dataset.sampler_task': sampler {sampler!r} re-balances the classes "
+            f"of a Classification task of the run; got {task!r}, valid: {valid}"
+            + _close(task, valid)
+        )
+
+
 def needs_steps_per_epoch(config: ml_collections.ConfigDict) -> bool:
     """Whether the method counts epochs (DWA, STCH) and the config leaves the length to us."""
     try:
@@ -214,7 +434,10 @@ def step_options(config: ml_collections.ConfigDict) -> dict:
 
 
 def build_experiment(
-    config: ml_collections.ConfigDict, *, steps_per_epoch: int | None = None
+    config: ml_collections.ConfigDict,
+    *,
+    steps_per_epoch: int | None = None,
+    class_counts: Mapping[str, Sequence[int]] | None = None,
 ) -> Experiment:
     """Validates `config` and builds its pieces; nothing is compiled.
 
@@ -223,6 +446,16 @@ def build_experiment(
     (before the data is loaded, a placeholder of 1 validates the other options).
     `weighting.name`, `model.trunk` and `dataset.name` may name a user's own method, model
     builder or `DatasetSpec` by import path (`"package.module:name"`).
+
+    `config.task_options` (`{task: {field: value}}`) replaces fields of the dataset's
+    tasks (`dataclasses.replace`; the task validates them). Two values come from the
+    train split's class counts `class_counts` (`{task: [n_c]}`, labels equal to the
+    ignore label not counted): `class_weights="balanced"` (`balanced_class_weights`)
+    and `class_prior="train"` (`class_frequencies`), which is also what `loss_type`
+    "logit_adjusted" or "balanced_softmax" gets when the task has no prior. Without
+    `class_counts` (before the data is loaded), placeholders validate the other options;
+    `mtl_jax.experiment.run_data.with_train_data` rebuilds with the counts. The model
+    does not depend on these options.
 
     Raises:
       ConfigError: naming the key and the valid choices, for any invalid setting.
@@ -239,6 +472,12 @@ def build_experiment(
             f"requested {sorted(requested)}, available {sorted(available)}"
         )
     tasks = {name: available[name] for name in sorted(requested)}
+    tasks, effective, counted = _apply_task_options(config, tasks, class_counts)
+    _check_sampler(config, tasks)
+    try:
+        augment = spec.choose_augment(config.dataset.augment)
+    except ValueError as error:
+        raise ConfigError(f"config key 'dataset.augment': {error}") from error
     kwargs = config.weighting.kwargs.to_dict()
     if needs_steps_per_epoch(config):  # also checks the name
         kwargs["steps_per_epoch"] = steps_per_epoch or 1
@@ -264,10 +503,36 @@ def build_experiment(
     for key in _NON_NEGATIVE_KEYS:
         if _get(config, key) < 0:
             raise ConfigError(f"config key {key!r} must be >= 0, got {_get(config, key)}")
+    every = config.conflict_every_steps
+    if every < 0 or every % config.log_every_steps:
+        raise ConfigError(
+            "config key 'conflict_every_steps' must be 0 (off) or a multiple of "
+            f"log_every_steps ({config.log_every_steps}), got {every}"
+        )
+    if every and len(tasks) < 2:
+        raise ConfigError(
+            "config key 'conflict_every_steps': the gradient conflict needs two tasks or more, "
+            f"the config has {sorted(tasks)}"
+        )
     if not method.needs_row:
         try:
             method.init(tuple(tasks))
         except ValueError as error:
             raise ConfigError(f"config key 'weighting': {error}") from error
     model = _build_model(config, tasks)
-    return Experiment(spec, tasks, model, method, make_optimizer(config))
+    if config.dataset.sampler != data.pipeline.UNIFORM:
+        counted = tuple(sorted({*counted, config.dataset.sampler_task}))
+    used_counts = {}
+    if class_counts is not None:
+        used_counts = {name: [int(c) for c in class_counts[name]] for name in counted}
+    return Experiment(
+        spec,
+        tasks,
+        model,
+        method,
+        make_optimizer(config),
+        augment=augment,
+        task_options=effective,
+        class_counts=used_counts,
+        counted_tasks=counted,
+    )

@@ -36,14 +36,19 @@ from mtl_jax.experiment.builders import (
     Experiment,
     build_experiment,
     learning_rate_schedule,
-    needs_steps_per_epoch,
     step_options,
 )
 from mtl_jax.experiment.preemption import Preempted, StopFlag, sigterm_flag
-from mtl_jax.experiment.run_data import load_data
+from mtl_jax.experiment.run_data import load_data, make_train_batches, with_train_data
 from mtl_jax.experiment.warm_start import warm_start
 from mtl_jax.experiment.writers import StepRate, learning_rate, make_writers
-from mtl_jax.train import TrainState, create_train_state, evaluate, make_eval_step
+from mtl_jax.train import (
+    TrainState,
+    accumulate_stats,
+    create_train_state,
+    make_eval_step,
+    metrics_from_stats,
+)
 
 
 class NonFiniteError(FloatingPointError):
@@ -123,24 +128,28 @@ class _Run:
             rep_grad=self.config.weighting.rep_grad,
         )
 
-    def evaluation(self, eval_step, state: TrainState, step: int) -> dict[str, Any]:
-        """The results.json entry of an evaluation of `state` at `step`."""
+    def evaluation(self, eval_step, state: TrainState, step: int) -> tuple[dict, dict]:
+        """The results.json entry of an evaluation of `state` at `step`, and the test
+        split's tables (`rec.tables_of`)."""
         select = None
         if self.config.select_split:
-            select = self.evaluate(eval_step, state, self.config.select_split)
-        return rec.eval_entry(step, self.evaluate(eval_step, state), select)
+            select = metrics_from_stats(
+                self.split_stats(eval_step, state, self.config.select_split), self.exp.tasks
+            )
+        totals = self.split_stats(eval_step, state, "test")
+        entry = rec.eval_entry(step, metrics_from_stats(totals, self.exp.tasks), select)
+        return entry, rec.tables_of(totals, self.exp.tasks)
 
-    def evaluate(self, eval_step, state: TrainState, split: str = "test") -> dict[str, float]:
-        """Metrics of `state` on `split`, batches split over the mesh."""
+    def split_stats(self, eval_step, state: TrainState, split: str) -> dict:
+        """The summed statistics of `state` on `split`, batches split over the mesh."""
         batches = data.eval_batches(
             self.splits[split], self.exp.task_names, batch_size=self.config.eval_batch_size
         )
-        return evaluate(
+        return accumulate_stats(
             eval_step,
             state.params,
             state.batch_stats,
             (parallel.shard_batch(b, self.mesh) for b in batches),
-            self.exp.tasks,
         )
 
 
@@ -158,11 +167,8 @@ def _prepare(
                 f"config key {key!r} is {config[key]}, not divisible by the {devices} devices "
                 "it is split over"
             )
-    notes = []
-    if needs_steps_per_epoch(config):
-        steps_per_epoch = max(len(splits["train"]["image"]) // config.batch_size, 1)
-        exp = build_experiment(config, steps_per_epoch=steps_per_epoch)
-        notes.append(f"{config.weighting.name}: {steps_per_epoch} steps per epoch")
+    # The epoch length and the class counts behind task_options / the sampler.
+    exp, notes = with_train_data(config, exp, splits["train"])
     if jax.process_index() == 0 and status == wd.NEW:
         wd.start_workdir(workdir, config)
     if jax.process_count() > 1:
@@ -189,13 +195,7 @@ def _kept(checkpointer: Checkpointer) -> str:
 
 def _train(run: _Run, stop: StopFlag, progress: bool, start: float) -> dict[str, Any]:
     config, names, workdir = run.config, run.exp.task_names, run.workdir
-    train_iter = data.train_batches(
-        run.splits["train"],
-        names,
-        batch_size=config.batch_size,
-        seed=config.seed,
-        augment=run.exp.spec.augment,
-    )
+    train_iter = make_train_batches(config, run.exp, run.splits["train"])
     example = jax.ShapeDtypeStruct((config.batch_size, *run.image_shape), jnp.float32)
     abstract = jax.eval_shape(run.init_state, example)
     shardings = parallel.state_shardings(
@@ -259,6 +259,21 @@ def _train(run: _Run, stop: StopFlag, progress: bool, start: float) -> dict[str,
             state_sharding=shardings,
             **step_options(config),
         )
+        conflicts = None  # per-layer gradient conflict, beside the (unchanged) train step
+        if config.conflict_every_steps:
+            from mtl_jax.explain.conflict import ConflictLog
+
+            conflicts = ConflictLog.for_run(
+                run.exp.model,
+                run.exp.tasks,
+                every=config.conflict_every_steps,
+                first=first,
+                mesh=run.mesh,
+                state_sharding=shardings,
+                jacobian_strategy=config.weighting.jacobian_strategy,
+                jacobian_chunk_size=config.weighting.jacobian_chunk_size or None,
+            )
+            train_step = conflicts.wrap(train_step)
         # Statistics replicated, so that every process can read them.
         eval_step = jax.jit(
             make_eval_step(run.exp.model, run.exp.tasks),
@@ -304,6 +319,8 @@ def _train(run: _Run, stop: StopFlag, progress: bool, start: float) -> dict[str,
                     record["non_finite"] = [
                         n for n, ok in zip(names, per_task, strict=True) if not ok
                     ]
+                if conflicts is not None:
+                    record.update(conflicts.fields(step))
                 extra = {"lr": learning_rate(schedule, step), "steps_per_s": rate(step)}
                 writers.write_record(record, extra=extra)
             skips = 0 if finite else skips + 1
@@ -327,7 +344,7 @@ def _train(run: _Run, stop: StopFlag, progress: bool, start: float) -> dict[str,
             bar.update(1)
             if evaluates(step):
                 with rate.paused():
-                    evals.append(run.evaluation(eval_step, state, step))
+                    evals.append(run.evaluation(eval_step, state, step)[0])
                 writers.write_record(rec.eval_record(evals[-1]))
             if saves(step):
                 with rate.paused():
@@ -337,8 +354,12 @@ def _train(run: _Run, stop: StopFlag, progress: bool, start: float) -> dict[str,
         jax.block_until_ready(state)
         train_wall_s = time.perf_counter() - train_start
         if not evals or evals[-1]["step"] != config.num_steps:
-            evals.append(run.evaluation(eval_step, state, config.num_steps))
+            entry, tables = run.evaluation(eval_step, state, config.num_steps)
+            evals.append(entry)
             writers.write_record(rec.eval_record(evals[-1]))
+        else:  # evaluated before an interruption: only the tables are missing
+            totals = run.split_stats(eval_step, state, "test")
+            tables = rec.tables_of(totals, run.exp.tasks)
         final = evals[-1]["metrics"]
 
     dataset = {
@@ -351,6 +372,7 @@ def _train(run: _Run, stop: StopFlag, progress: bool, start: float) -> dict[str,
         "dataset": dataset,
         "provenance": provenance.collect(dataset=dataset),
         "final": final,
+        "tables": tables,
         "evals": evals,
         "steps": config.num_steps,
         "devices": run.mesh.shape[parallel.DATA_AXIS],

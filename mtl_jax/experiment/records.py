@@ -42,14 +42,34 @@ def entries_of(records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     return [eval_entry(r["step"], r["eval"], r.get("select_eval")) for r in records if "eval" in r]
 
 
+def tables_of(totals: Mapping[str, Mapping[str, np.ndarray]], tasks: Mapping) -> dict:
+    """results.json's `tables`: `{task: {table: nested lists}}` of the tasks that have
+    tables (`Task.compute_tables`, e.g. a confusion matrix), from a split's summed stats."""
+    tables = {}
+    for name in sorted(totals):
+        task_tables = tasks[name].compute_tables(totals[name])
+        if task_tables:
+            tables[name] = {k: np.asarray(v).tolist() for k, v in task_tables.items()}
+    return tables
+
+
+# Metrics per line of `format_results` (wrapped below the task's name).
+_CELLS_PER_LINE = 5
+
+
 def format_results(results: Mapping[str, float]) -> str:
-    """A per-task table of `{"<task>/<metric>": value}`."""
+    """A per-task table of `{"<task>/<metric>": value}`; per-class metrics
+    (`<task>/<metric>/<class>`, in results.json) are left out."""
     rows: dict[str, dict[str, float]] = {}
     for key, value in results.items():
         task, metric = key.split("/", 1)
+        if "/" in metric:
+            continue
         rows.setdefault(task, {})[metric] = value
     lines = [f"{'task':<12} metrics"]
     for task in sorted(rows):
-        cells = "  ".join(f"{m}={v:.4f}" for m, v in sorted(rows[task].items()))
-        lines.append(f"{task:<12} {cells}")
+        cells = [f"{m}={v:.4f}" for m, v in sorted(rows[task].items())]
+        for start in range(0, len(cells), _CELLS_PER_LINE):
+            label = task if start == 0 else ""
+            lines.append(f"{label:<12} {'  '.join(cells[start : start + _CELLS_PER_LINE])}")
     return "\n".join(lines)

@@ -1,16 +1,24 @@
-"""A run's data: the prepared dataset's splits, loaded and checked against the model."""
+"""A run's data: the prepared dataset's splits, loaded and checked against the model;
+what the config takes from the train split; the training batches."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
+import grain
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
 from mtl_jax import data
-from mtl_jax.experiment.builders import Experiment, default_data_dir
+from mtl_jax.experiment.builders import (
+    Experiment,
+    build_experiment,
+    default_data_dir,
+    needs_steps_per_epoch,
+)
+from mtl_jax.tasks import Classification
 
 
 def load_data(config: ml_collections.ConfigDict, exp: Experiment, splits: tuple[str, ...]):
@@ -91,3 +99,95 @@ def check_data(
                 f"example on {image_shape} images, the task needs {tuple(task.output_shape)}"
             )
     return image_shape
+
+
+def class_counts(
+    train: Mapping[str, np.ndarray], tasks: Mapping[str, Classification]
+) -> dict[str, list[int]]:
+    """`{task: [n_c]}`: each Classification task's class counts on the train split,
+    labels equal to its ignore label not counted."""
+    counts = {}
+    for name, task in tasks.items():
+        labels = np.asarray(train[name]).astype(np.int64)
+        labels = labels[labels != task.ignore_label]
+        counts[name] = np.bincount(labels, minlength=task.num_classes).tolist()
+    return counts
+
+
+def _short(values) -> str:
+    return "[" + ", ".join(f"{v:.4g}" if isinstance(v, float) else str(v) for v in values) + "]"
+
+
+def with_train_data(
+    config: ml_collections.ConfigDict, exp: Experiment, train: Mapping[str, np.ndarray]
+) -> tuple[Experiment, list[str]]:
+    """`exp` rebuilt with what `config` takes from the loaded (and checked) train split,
+    and notes saying what that was, for the run's log.
+
+    Two things come from the data: the epoch length of methods that count epochs
+    (`steps_per_epoch`, N // batch_size, also with a re-balancing sampler), and the
+    class counts behind `task_options`' "balanced" class weights and train-split class
+    priors, and the sampler's (`Experiment.class_counts`, recorded with the effective
+    options `Experiment.task_options`). Both are pure functions of the data, so a
+    resumed run rebuilds the same experiment. Returns `exp` itself when nothing is needed.
+
+    Raises:
+      ConfigError: a value cannot be computed from the data (e.g. "balanced" weights for
+        a class with no train example), naming the key.
+    """
+    notes = []
+    steps_per_epoch = None
+    if needs_steps_per_epoch(config):
+        steps_per_epoch = max(len(train["image"]) // config.batch_size, 1)
+        notes.append(f"{config.weighting.name}: {steps_per_epoch} steps per epoch")
+    if steps_per_epoch is None and not exp.counted_tasks:
+        return exp, notes
+    counts = class_counts(train, {name: exp.tasks[name] for name in exp.counted_tasks})
+    exp = build_experiment(config, steps_per_epoch=steps_per_epoch, class_counts=counts)
+    for name, count in exp.class_counts.items():
+        notes.append(f"task {name!r}: train-split class counts {count}")
+    if config.dataset.sampler != data.pipeline.UNIFORM:
+        count = np.asarray(exp.class_counts[config.dataset.sampler_task], np.float64)
+        mass = (
+            (count > 0)
+            if config.dataset.sampler == data.pipeline.CLASS_BALANCED
+            else np.sqrt(count)
+        )
+        notes.append(
+            f"sampler {config.dataset.sampler!r} on task {config.dataset.sampler_task!r}: "
+            f"class probabilities {_short((mass / mass.sum()).tolist())}"
+        )
+    for name, options in exp.task_options.items():
+        for field in ("class_weights", "class_prior"):
+            value = config.task_options[name].get(field)
+            if field in options and (value is None or isinstance(value, str)):
+                notes.append(
+                    f"task {name!r}: {field} = {_short(options[field])} (from the train split)"
+                )
+    return exp, notes
+
+
+def make_train_batches(
+    config: ml_collections.ConfigDict, exp: Experiment, train: Mapping[str, np.ndarray]
+) -> grain.DatasetIterator:
+    """The run's endless training batches (`data.train_batches`): reshuffled every epoch,
+    or drawn by `config.dataset.sampler` to re-balance `dataset.sampler_task`'s classes
+    (`data.sampler_weights`), with the augmentation `config.dataset.augment` selects.
+    Batch `b` is a pure function of `(config.seed, b)`, so a restored iterator resumes it."""
+    weights = None
+    if config.dataset.sampler != data.pipeline.UNIFORM:
+        task = exp.tasks[config.dataset.sampler_task]
+        weights = data.sampler_weights(
+            train[task.name],
+            config.dataset.sampler,
+            num_classes=task.num_classes,
+            ignore_label=task.ignore_label,
+        )
+    return data.train_batches(
+        train,
+        exp.task_names,
+        batch_size=config.batch_size,
+        seed=config.seed,
+        augment=exp.augment,
+        example_weights=weights,
+    )

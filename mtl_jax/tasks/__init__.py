@@ -32,8 +32,9 @@ Examples:
     [True, True, False]
     >>> round(float(masked_mean(values, mask)), 4)  # the trainer's one reduction
     1.2395
-    >>> task.compute_metrics(task.metric_stats(logits, labels, valid))
-    {'accuracy': 0.5}
+    >>> metrics = task.compute_metrics(task.metric_stats(logits, labels, valid))
+    >>> {k: round(metrics[k], 4) for k in ("accuracy", "balanced_accuracy", "macro_f1")}
+    {'accuracy': 0.5, 'balanced_accuracy': 0.5, 'macro_f1': 0.3333}
 """
 
 from mtl_jax.tasks.base import HIGHER_IS_BETTER, LOWER_IS_BETTER, Task

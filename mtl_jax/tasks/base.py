@@ -87,6 +87,17 @@ class Task:
         """`{metric: +1 if higher is better else -1}` for every key of `compute_metrics`."""
         raise NotImplementedError
 
+    def headline_metrics(self) -> tuple[str, ...]:
+        """The metrics that sweep tables, ranks and Δm% compare (`metrics.metric_directions`):
+        the task's published protocol; every metric unless a task says otherwise."""
+        return tuple(self.metric_directions())
+
+    def compute_tables(self, stats: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Split-level tables (e.g. a confusion matrix) from the same sums as
+        `compute_metrics`, saved with the final evaluation; none by default."""
+        del stats
+        return {}
+
     def check_targets(self, target: np.ndarray) -> None:
         """Raises ValueError naming the task if `target` ([B, ...]) does not fit the task."""
         if tuple(target.shape[1:]) != self.target_shape:

