@@ -375,6 +375,8 @@ def set_value(config: ml_collections.ConfigDict, key: str, text: str) -> None:
     parent = ".".join(parts[:-1])
     if _is_open(parent):
         with node.unlocked():
+            if last in node:  # replaced, whatever its type was
+                del node[last]
             node[last] = _parse_literal(text)
         return
     if last not in node:

@@ -86,11 +86,22 @@ def reported_metrics(
 def run_label(config: Mapping[str, Any]) -> str:
     """The method name, with "+rep_grad" when the run used representation gradients and
     `:key=value` for each option set in `weighting.kwargs` (sorted), e.g.
-    `krum:n_selected=2` (the sweep's method spec)."""
+    `krum:n_selected=2` (the sweep's method spec); then, where the run changed how the
+    tasks are trained, ` task.field=value` for each `task_options` entry and
+    ` sampler=name(task)` / ` augment=name`, so that such runs are never averaged with
+    the plain ones, e.g. `equal left.loss_type=focal`."""
     weighting = config["weighting"]
     label = weighting["name"] + ("+rep_grad" if weighting.get("rep_grad") else "")
     options = weighting.get("kwargs") or {}
-    return label + "".join(f":{key}={options[key]}" for key in sorted(options))
+    label += "".join(f":{key}={options[key]}" for key in sorted(options))
+    for task, fields in sorted((config.get("task_options") or {}).items()):
+        label += "".join(f" {task}.{key}={fields[key]}" for key in sorted(fields))
+    dataset = config.get("dataset") or {}
+    if dataset.get("sampler", "uniform") != "uniform":
+        label += f" sampler={dataset['sampler']}({dataset.get('sampler_task', '')})"
+    if dataset.get("augment"):
+        label += f" augment={dataset['augment']}"
+    return label
 
 
 def load_run(workdir: str | Path, *, last_evals: int = 0, select_by: str = "") -> Run:

@@ -84,7 +84,14 @@ def _flatten(record: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 # Config keys added after runs were saved without them, each with the value that behaves
 # as those runs did: a saved config that lacks the key matches a config holding that value.
-ADDED_KEYS: dict[str, Any] = {"model.init_from": "", "conflict_every_steps": 0}
+ADDED_KEYS: dict[str, Any] = {
+    "model.init_from": "",
+    "conflict_every_steps": 0,
+    "dataset.augment": "",
+    "dataset.sampler": "uniform",
+    "dataset.sampler_task": "",
+    "task_options": {},
+}
 
 
 def config_differences(saved: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:

@@ -243,3 +243,15 @@ def test_dataset_spec_and_source_contracts(tmp_path):
         data.load_split(source, "test")
     with pytest.raises(ValueError, match="split 'train' of dataset 'toy' is empty"):
         data.load_split(source, "train")
+
+
+def test_dataset_spec_chooses_its_augmentation_by_name():
+    spec = data.DATASETS["nyuv2"]
+    assert spec.choose_augment("") is spec.augment is spec.choose_augment("rescale_crop_flip")
+    assert spec.choose_augment("none") is None
+    mm = data.DATASETS["multi_mnist"]
+    assert mm.choose_augment("") is None and mm.choose_augment("translate") is not None
+    with pytest.raises(ValueError, match=r"unknown augmentation 'crop'; valid: \['', 'none', 'tr"):
+        mm.choose_augment("crop")
+    with pytest.raises(ValueError, match="reserved"):
+        data.DatasetSpec(tasks=dict, builder=shapes.Shapes, augmentations={"none": lambda a, r: a})

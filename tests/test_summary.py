@@ -149,3 +149,15 @@ def test_a_seed_twice_is_refused(tmp_path):
     _write_run(tmp_path / "y", "equal", 0, {"a/acc": 2.0, "b/err": 1.0})
     with pytest.raises(ValueError, match="several runs of one seed"):
         summary.summarize(summary.load_runs(tmp_path), DIRECTIONS)
+
+
+def test_run_label_separates_runs_that_train_the_tasks_differently():
+    plain = {"weighting": {"name": "equal", "kwargs": {}}, "dataset": {"sampler": "uniform"}}
+    assert summary.run_label(plain) == "equal"
+    focal = {**plain, "task_options": {"left": {"loss_type": "focal", "focal_gamma": 1.0}}}
+    assert summary.run_label(focal) == "equal left.focal_gamma=1.0 left.loss_type=focal"
+    sampled = {
+        **plain,
+        "dataset": {"sampler": "class_balanced", "sampler_task": "left", "augment": "translate"},
+    }
+    assert summary.run_label(sampled) == "equal sampler=class_balanced(left) augment=translate"

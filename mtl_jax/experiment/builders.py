@@ -369,7 +369,7 @@ def _data_derived(
             f"counts of a Classification task; {task.name!r} is a {type(task).__name__}"
         )
     fields = dict(fields)
-    counts = None if class_counts is None else class_counts[task.name]
+    counts = None if class_counts is None else _counts_of(class_counts, task.name)
     for field in derived:
         if counts is None:  # placeholders until the data is loaded
             fields[field] = (1.0,) * task.num_classes
@@ -384,6 +384,12 @@ def _data_derived(
                 f"{key}.{field} explicitly"
             ) from error
     return fields, derived
+
+
+def _counts_of(class_counts: Mapping[str, Sequence[int]], name: str) -> Sequence[int]:
+    if name not in class_counts:
+        raise ValueError(f"class_counts has no train-split counts for task {name!r}")
+    return class_counts[name]
 
 
 def _close(word: str, valid) -> str:
@@ -459,6 +465,7 @@ def build_experiment(
 
     Raises:
       ConfigError: naming the key and the valid choices, for any invalid setting.
+      ValueError: `class_counts` lacks a task whose counts the config needs.
     """
     spec = dataset_spec(config.dataset.name)
     available = spec.tasks()
@@ -524,7 +531,7 @@ def build_experiment(
         counted = tuple(sorted({*counted, config.dataset.sampler_task}))
     used_counts = {}
     if class_counts is not None:
-        used_counts = {name: [int(c) for c in class_counts[name]] for name in counted}
+        used_counts = {name: [int(c) for c in _counts_of(class_counts, name)] for name in counted}
     return Experiment(
         spec,
         tasks,

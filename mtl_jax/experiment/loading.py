@@ -60,11 +60,11 @@ def load_run(workdir: str | Path) -> LoadedRun:
         if leaf not in node:
             node[leaf] = value
     config.lock()
-    try:
-        experiment = build_experiment(config)
+    results = json.loads((workdir / wd.RESULTS_FILE).read_text())
+    try:  # the tasks' data-derived options from the run's own train-split counts
+        experiment = build_experiment(config, class_counts=results.get("train_class_counts"))
     except ConfigError as error:
         raise ConfigError(f"the config of {str(workdir)!r} no longer builds: {error}") from error
-    results = json.loads((workdir / wd.RESULTS_FILE).read_text())
     return LoadedRun(config, experiment, experiment.model, read_variables(workdir), results)
 
 
