@@ -54,7 +54,7 @@ class ConfigError(ValueError):
     """A config file, key or value is invalid; raised before anything is compiled."""
 
 
-def _did_you_mean(word: str, candidates: Iterable[str]) -> str:
+def did_you_mean(word: str, candidates: Iterable[str]) -> str:
     """`"; did you mean 'a' or 'b'?"` for the closest candidates, or `""`."""
     close = difflib.get_close_matches(word, list(candidates), n=3, cutoff=0.6)
     return _suggest(close)
@@ -183,7 +183,7 @@ def find_config(spec: str | os.PathLike) -> ConfigSource:
         names = config_names()
         raise ConfigError(
             f"unknown config {head!r}; shipped configs: {names}, or a dotted module name or "
-            f"a path to a .py file{_did_you_mean(head, names)}"
+            f"a path to a .py file{did_you_mean(head, names)}"
         )
     return ConfigSource(text, module=module, arg=arg)
 

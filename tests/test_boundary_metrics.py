@@ -51,6 +51,8 @@ def offsets_within(radius):
 
 def reference_orders(radius, directions=8):
     by_distance = offsets_within(radius)
+    if radius < math.sqrt(2):  # no diagonal offset in reach: the axis orders only
+        directions = min(directions, 4)
     dirs = [(0, 1), (0, -1), (1, 0), (-1, 0), (1, 1), (1, -1), (-1, 1), (-1, -1)][:directions]
     orders = [by_distance]
     for sy, sx in dirs:
@@ -234,8 +236,9 @@ def test_tolerance_offsets_are_the_disc_nearest_first(radius):
 def test_match_orders_counts():
     assert match_orders(0.5) == (((0, 0),),)  # below 1 px: the pixel itself, one order
     assert len(match_orders(1.0, 0)) == 1
-    assert len(match_orders(1.0, 4)) == 5
-    assert len(match_orders(2.0, 8)) == 9
+    assert len(match_orders(1.0, 4)) == len(match_orders(1.0, 8)) == 5  # no diagonal in reach
+    assert len(match_orders(math.sqrt(2), 8)) == 9
+    assert len(match_orders(2.0, 4)) == 5
 
 
 # ---- hand-built maps --------------------------------------------------------------------
@@ -245,6 +248,16 @@ def test_match_orders_counts():
 def test_perfect_prediction_scores_one(size):
     truth = raster_line(size, (2, 3), (size - 3, size - 10))[None]
     _, metrics = run(Boundary("edge", size, size), confident(truth), truth)
+    assert metrics == dict.fromkeys(metrics, 1.0)
+
+
+def test_tall_map_every_pixel_an_edge():
+    # 300 rows: the tolerant counts are summed in byte lanes over chunks of <= 255 rows.
+    task = Boundary("edge", 300, 4)
+    assert task.radius >= 1
+    truth = np.ones((2, 300, 4), bool)
+    stats, metrics = run(task, confident(truth), truth)
+    assert stats["tol_tp"].tolist() == [2 * 300 * 4] * 99
     assert metrics == dict.fromkeys(metrics, 1.0)
 
 
@@ -398,6 +411,7 @@ def test_tolerant_counts_and_metrics_against_references():
     for key, value in reference_metrics(*exact).items():
         assert metrics[key] == pytest.approx(value, abs=1e-12), key
     assert metrics["ods_f_tol"] > metrics["ods_f"]
+    assert np.all(stats["tol_tp"] >= stats["tp"])  # the exact pairs are made first
     # One order only (match_directions=0) is the plain greedy by distance.
     _, plain = run(Boundary("edge", 12, 12, max_dist=0.1, match_directions=0), logits, truth, valid)
     plain_counts = reference_counts(prob, truth, valid, radius=task.radius, directions=0)

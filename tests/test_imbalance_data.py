@@ -16,8 +16,8 @@ from mtl_jax.config import ConfigError, load_config
 from mtl_jax.data import augment, multi_mnist
 from mtl_jax.data.pipeline import EpochPermutation, WeightedDraw
 from mtl_jax.experiment import build_experiment, train_and_evaluate
-from mtl_jax.experiment.builders import balanced_class_weights, class_frequencies
 from mtl_jax.experiment.run_data import class_counts, make_train_batches, with_train_data
+from mtl_jax.experiment.task_options import balanced_class_weights, class_frequencies
 
 CONFIGS = Path(__file__).resolve().parents[1] / "experiments" / "configs"
 TAIL = np.asarray([800, 400, 200, 100, 50, 25, 12, 6, 3, 2])  # a long-tailed class profile
