@@ -209,6 +209,7 @@ def test_keys_and_directions():
     assert set(metrics) == set(EXACT) | set(TOLERANT)
     assert list(metrics)[:2] == ["f1", "ods_f"]  # the first key is a sweep's default axis
     assert task.metric_directions() == dict.fromkeys(metrics, 1)
+    assert task.headline_metrics() == ("f1", "ods_f")  # what sweep tables and Δm% compare
     assert all(0.0 <= v <= 1.0 for v in metrics.values())
 
 
