@@ -53,9 +53,7 @@ class Classification(Task):
 
     * "cross_entropy": `−log softmax(z)_y`.
     * "focal": `−(1 − p_y)^γ log p_y`, γ = `focal_gamma` (Lin et al., ICCV 2017, Eq. 4).
-      The α-balanced form (Eq. 5) with per-class α_y is `class_weights = α`;
-      `focal_alpha` is the binary positive-class weight of `BinaryLabels` and must be
-      None here.
+      The α-balanced form (Eq. 5) with per-class α_y is `class_weights = α`.
     * "logit_adjusted": `−log softmax(z + τ log π)_y`, τ = `logit_adjust_tau` (Menon et
       al., "Long-tail learning via logit adjustment", ICLR 2021, Eq. 10).
     * "balanced_softmax": the same with τ = 1 (Ren et al., "Balanced Meta-Softmax for
@@ -102,7 +100,6 @@ class Classification(Task):
     loss_type: str = "cross_entropy"
     class_weights: tuple[float, ...] = ()
     focal_gamma: float = 2.0
-    focal_alpha: float | None = None
     class_prior: tuple[float, ...] = ()
     logit_adjust_tau: float = 1.0
 
@@ -121,11 +118,6 @@ class Classification(Task):
             raise ValueError(f"task {name!r}: class_names are not unique")
         _check_loss_name(name, self.loss_type, CLASSIFICATION_LOSSES)
         _check_gamma(name, self.focal_gamma)
-        if self.focal_alpha is not None:
-            raise ValueError(
-                f"task {name!r}: focal_alpha is BinaryLabels' positive-class weight; for a "
-                "per-class α in the multi-class focal loss use class_weights"
-            )
         weights = np.asarray(self.class_weights, np.float64)
         if weights.size and (
             len(weights) != n or not np.all(np.isfinite(weights) & (weights >= 0))
