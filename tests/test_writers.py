@@ -328,3 +328,10 @@ def test_learning_rate_is_the_one_the_update_used():
     for step in range(1, 6):  # sgd's update of a unit gradient is -lr
         update, state = tx.update(np.ones((), np.float32), state, params)
         assert w.learning_rate(schedule, step) == pytest.approx(-float(update))
+
+
+def test_console_leaves_per_class_metrics_to_the_files():
+    out = io.StringIO()
+    entry = rec.eval_entry(3, {"left/accuracy": 0.9, "left/recall/7": 0.5}, None)
+    w.ConsoleWriter(file=out, enabled=True).write_record(rec.eval_record(entry))
+    assert out.getvalue() == "step 3  eval/left/accuracy=0.9\n"

@@ -329,8 +329,9 @@ def _is_process_zero() -> bool:
 
 class ConsoleWriter(_Writer):
     """The terminal, on process 0 only: notes (and, with `evals`, one line per
-    evaluation) go through `tqdm.write`, so they print above the progress bar instead
-    of breaking it; a train record's losses become `bar`'s postfix.
+    evaluation, per-class metrics left out: they are in the other writers' files) go
+    through `tqdm.write`, so they print above the progress bar instead of breaking it;
+    a train record's losses become `bar`'s postfix.
 
     Args:
       bar: the run's progress bar, or None.
@@ -369,7 +370,9 @@ class ConsoleWriter(_Writer):
                 values = scalars(
                     {k: record[k] for k in ("step", "eval", "select_eval") if k in record}
                 )
-                cells = " ".join(f"{tag}={_format_value(v)}" for tag, v in values.items())
+                cells = " ".join(  # per-class `eval/<task>/<metric>/<class>` left out
+                    f"{tag}={_format_value(v)}" for tag, v in values.items() if tag.count("/") < 3
+                )
                 self._write(f"step {record['step']}  {cells}")
         elif self.bar is not None and isinstance(record.get("loss"), Mapping):
             self.bar.set_postfix({n: f"{v:.3f}" for n, v in record["loss"].items()})
