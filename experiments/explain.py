@@ -1,6 +1,6 @@
 """Per-task saliency maps of a finished run: `saliency.png` and `saliency.json` in its workdir.
 
-    mtl-jax explain --workdir runs/mm [--examples 8] [--steps 64] [--rule midpoint]
+    mtl-jax explain --workdir runs/mm [--examples 8] [--steps 256] [--rule midpoint]
     python -m experiments.explain --workdir runs/mm [--tasks left,right] [--overwrite]
 
 For the first `--examples` test images, every task's gradient × input, integrated
@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None, *, prog: str | None = None) -> int:
         "--examples", type=int, default=8, help="the first N test images (default: 8)"
     )
     parser.add_argument(
-        "--steps", type=int, default=64, help="integrated-gradients intervals (default: 64)"
+        "--steps", type=int, default=256, help="integrated-gradients intervals (default: 256)"
     )
     parser.add_argument(
         "--rule",

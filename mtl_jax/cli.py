@@ -5,7 +5,7 @@
     mtl-jax sweep --config shapes_dense --workdir runs/sweep --methods equal,mgda --seeds 0,1
     mtl-jax summarize --workdir runs/sweep [--last-evals 10 | --select-by f1]
     mtl-jax eval --workdir runs/mm [--split test] [--json]
-    mtl-jax explain --workdir runs/mm [--examples 8] [--steps 64] [--overwrite]
+    mtl-jax explain --workdir runs/mm [--examples 8] [--steps 256] [--overwrite]
 
 `train` is `python -m experiments.main` and `sweep` is `python -m experiments.sweep`, with
 the same options and exit statuses; `summarize` is the sweep's `--no-run` with the

@@ -122,6 +122,7 @@ def check_step_options(
     head_grads: str = "unweighted",
     jacobian_strategy: str = "unrolled",
     jacobian_chunk_size: int | None = None,
+    loss_value: bool = False,
 ) -> None:
     """Checks the options of `make_train_step` (see there) against each other and the method.
 
@@ -131,6 +132,7 @@ def check_step_options(
         `head_grads="weighted"` with a jacobian method (no task weights), or a blocked
         method (`weighting.blocks`) that is not gramian-kind or runs in `rep_grad` mode.
     """
+    del loss_value  # any bool goes with any method
     if weighting.kind not in KINDS:
         raise OptionError(
             "weighting", f"unsupported weighting kind {weighting.kind!r}; known: {list(KINDS)}"
@@ -191,6 +193,7 @@ def make_train_step(
     head_grads: str = "unweighted",
     jacobian_strategy: str = "unrolled",
     jacobian_chunk_size: int | None = None,
+    loss_value: bool = False,
     jit: bool = True,
 ) -> Callable[[TrainState, dict], tuple[TrainState, dict[str, jax.Array]]]:
     """Builds `step(state, batch) -> (new_state, metrics)`, one jitted program.
@@ -228,6 +231,9 @@ def make_train_step(
         (`strategy` of `jacobian.shared_jacobian`).
       jacobian_chunk_size: tasks per pullback chunk (`chunk_size` of
         `jacobian.shared_jacobian`).
+      loss_value: pass `value=Σ_t L_t` (the unweighted sum of the task losses of the
+        batch) to `tx.update`, for a `tx` that monitors the loss
+        (`optax.contrib.reduce_on_plateau`); off, `tx.update` gets no extra argument.
       jit: return the jitted function with the state donated (set False to inspect or to
         jit with shardings).
 
@@ -249,6 +255,10 @@ def make_train_step(
         jacobian_chunk_size=jacobian_chunk_size,
     )
     names = model.task_names
+    # The unweighted sum, not Σ_t w_t L_t: it does not move with the method's weights
+    # (learned ones, such as uncertainty weighting's, can lower it without progress) and
+    # jacobian methods have no weights.
+    extra_args = (lambda losses: {"value": jnp.sum(losses)}) if loss_value else (lambda _: {})
 
     def leaf_blocks(state, image):
         """Each shared leaf's block and the block count (static, found while tracing)."""
@@ -341,7 +351,9 @@ def make_train_step(
                 for i, name in enumerate(names)
             }
         grads = {"shared": shared_grads, "tasks": task_grads}
-        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        updates, opt_state = tx.update(
+            grads, state.opt_state, state.params, **extra_args(pullbacks.losses)
+        )
         params = optax.apply_updates(state.params, updates)
         if weighting.after_update is not None:
             preds, _ = model.apply(

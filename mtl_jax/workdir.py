@@ -91,6 +91,12 @@ ADDED_KEYS: dict[str, Any] = {
     "dataset.sampler": "uniform",
     "dataset.sampler_task": "",
     "task_options": {},
+    "optimizer.clip_global_norm": 0.0,
+    "optimizer.plateau_factor": 0.1,
+    "optimizer.plateau_patience": 10,
+    "optimizer.plateau_cooldown": 0,
+    "optimizer.plateau_accumulation_steps": 100,
+    "optimizer.plateau_rtol": 1e-4,
 }
 
 

@@ -104,3 +104,75 @@ def test_runs_under_jit():
 def test_bad_options(options, match):
     with pytest.raises(ValueError, match=match):
         aligned_mtl(**options)
+
+
+def reference_scaled_weights(jac, scale_mode, pref=None):
+    """Alg. 1 from the SVD of J in float64 with torchjd's scale modes over the kept σ²."""
+    jac = np.asarray(jac, np.float64)
+    left, singular, _ = np.linalg.svd(jac, full_matrices=False)
+    keep = singular**2 > len(jac) * 1.1920929e-07 * singular[0] ** 2
+    left, singular = left[:, keep], singular[keep]
+    squares = np.sort(singular**2)
+    scale = {
+        "min": squares[0],
+        "median": squares[(len(squares) - 1) // 2],  # torch.median: the lower middle
+        "rmse": squares.mean(),
+    }[scale_mode]
+    pref = np.ones(len(jac)) if pref is None else np.asarray(pref, np.float64)
+    return np.sqrt(scale) * left @ ((left.T @ pref) / singular)
+
+
+@pytest.mark.parametrize("scale_mode", ["min", "median", "rmse"])
+@pytest.mark.parametrize("case", ["random2", "random4", "random10", "rank_deficient"])
+def test_scale_modes_match_svd_reference(case, scale_mode):
+    jac = jacobian_bank()[case]
+    direction, weights, _ = weighting.aggregate(
+        aligned_mtl(scale_mode=scale_mode), jnp.asarray(jac)
+    )
+    expected = reference_scaled_weights(jac, scale_mode)
+    np.testing.assert_allclose(weights, expected, rtol=1e-3, atol=1e-3 * np.abs(expected).max())
+
+
+def test_scale_modes_on_orthogonal_rows():
+    # Singular values 3, 2, 1 and 4, 3, 2, 1: the aligned rows get length √s.
+    for norms, median in [([3.0, 2.0, 1.0], 4.0), ([4.0, 3.0, 2.0, 1.0], 4.0)]:
+        jac = jnp.asarray(np.diag(norms))
+        squares = np.square(norms)
+        for mode, scale in [("min", 1.0), ("median", median), ("rmse", squares.mean())]:
+            _, weights, _ = weighting.aggregate(aligned_mtl(scale_mode=mode), jac)
+            np.testing.assert_allclose(weights, np.sqrt(scale) / np.asarray(norms), rtol=1e-5)
+
+
+def test_default_scale_mode_is_min_exactly():
+    jac = jnp.asarray(jacobian_bank()["random4"])
+    _, default, _ = weighting.aggregate(aligned_mtl(), jac)
+    _, explicit, _ = weighting.aggregate(aligned_mtl(scale_mode="min"), jac)
+    np.testing.assert_array_equal(default, explicit)
+
+
+def test_pref_vector_weights_the_aligned_rows():
+    jac = jacobian_bank()["random4"]
+    _, default, _ = weighting.aggregate(aligned_mtl(), jnp.asarray(jac))
+    _, ones, _ = weighting.aggregate(aligned_mtl(pref_vector=(1.0,) * 4), jnp.asarray(jac))
+    np.testing.assert_array_equal(ones, default)
+    pref = (0.1, 0.2, 0.3, 0.4)
+    for mode in ("min", "rmse"):
+        _, weights, _ = weighting.aggregate(
+            aligned_mtl(pref_vector=pref, scale_mode=mode), jnp.asarray(jac)
+        )
+        expected = reference_scaled_weights(jac, mode, pref)
+        np.testing.assert_allclose(weights, expected, rtol=1e-3, atol=1e-3 * np.abs(expected).max())
+
+
+def test_zero_gramian_with_pref_vector_gives_the_preference():
+    _, weights, _ = weighting.aggregate(aligned_mtl(pref_vector=(1.0, 2.0, 0.5)), jnp.zeros((3, 4)))
+    np.testing.assert_array_equal(weights, [1.0, 2.0, 0.5])
+
+
+def test_bad_pref_vector_and_scale_mode():
+    with pytest.raises(ValueError, match="aligned_mtl: pref_vector has 2 entries but there are 3"):
+        aligned_mtl(pref_vector=(1.0, 1.0)).init(("a", "b", "c"))
+    with pytest.raises(ValueError, match="aligned_mtl: pref_vector"):
+        aligned_mtl(pref_vector=(1.0, -0.5))
+    with pytest.raises(ValueError, match="aligned_mtl: scale_mode"):
+        aligned_mtl(scale_mode="mean")

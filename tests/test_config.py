@@ -145,7 +145,7 @@ def test_task_options_take_new_groups_from_the_command_line(tmp_path):
         ),
         (
             ["optimizer.schedule=linear"],
-            r"unknown value 'linear'; valid: \['constant', 'cosine', 'step'",
+            r"unknown value 'linear'; valid: \['constant', 'cosine', 'plateau', 'step'",
         ),
         (["batch_size=0"], "'batch_size' must be >= 1"),
         (

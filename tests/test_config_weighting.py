@@ -101,3 +101,40 @@ def test_rank_metric_under_jit():
 def test_bad_rank_tol():
     with pytest.raises(ValueError, match="rank_tol"):
         config(rank_tol=-1.0)
+
+
+def reference_pref_direction(jac: np.ndarray, pref, rcond: float = 1e-3) -> np.ndarray:
+    """torchjd's ConFIG with a pref_vector, in float64: normalise(pinv(U) p), scaled."""
+    jac = np.asarray(jac, np.float64)
+    units = jac / np.linalg.norm(jac, axis=1, keepdims=True)
+    best = np.linalg.pinv(units, rcond=rcond) @ np.asarray(pref, np.float64)
+    unit = best / np.linalg.norm(best)
+    return np.sum(jac @ unit) * unit
+
+
+def test_ones_pref_vector_is_the_default():
+    jac = jnp.asarray(jacobian_bank()["random4"])
+    default, _, _ = weighting.aggregate(config(), jac)
+    ones, _, _ = weighting.aggregate(config(pref_vector=(1.0,) * 4), jac)
+    np.testing.assert_allclose(ones, default, rtol=1e-5, atol=1e-6)
+    # Only the direction of p matters.
+    scaled, _, _ = weighting.aggregate(config(pref_vector=(3.0,) * 4), jac)
+    np.testing.assert_allclose(scaled, default, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("case", ["random2", "random4", "conflicting"])
+def test_pref_vector_sets_the_cosines(case):
+    jac = jacobian_bank()[case]
+    pref = np.linspace(1.0, 2.0, len(jac))
+    direction, _, _ = weighting.aggregate(config(pref_vector=tuple(pref)), jnp.asarray(jac))
+    np.testing.assert_allclose(direction, reference_pref_direction(jac, pref), rtol=1e-3, atol=1e-4)
+    # Full rank: u_t · ĝ ∝ p_t.
+    cos = cosines(jac, direction)
+    np.testing.assert_allclose(cos / cos[0], pref / pref[0], rtol=1e-3)
+
+
+def test_bad_pref_vector():
+    with pytest.raises(ValueError, match="config: pref_vector has 1 entries but there are 2"):
+        config(pref_vector=(1.0,)).init(("a", "b"))
+    with pytest.raises(ValueError, match="config: pref_vector"):
+        config(pref_vector=(1.0, float("nan")))

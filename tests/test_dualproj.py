@@ -89,3 +89,29 @@ def test_reports_solver_metrics_under_jit():
 def test_bad_options(options, match):
     with pytest.raises(ValueError, match=match):
         dualproj(**options)
+
+
+def test_uniform_pref_vector_is_the_default_exactly():
+    jac = jnp.asarray(jacobian_bank()["conflicting"])
+    _, default, _ = weighting.aggregate(dualproj(), jac)
+    _, uniform, _ = weighting.aggregate(dualproj(pref_vector=[1 / 3] * 3), jac)
+    np.testing.assert_array_equal(uniform, default)
+
+
+@pytest.mark.parametrize("pref", [(1.0, 0.0, 0.0), (0.2, 0.5, 0.3), (2.0, 1.0, 4.0)])
+def test_pref_vector_projects_the_weighted_sum(pref):
+    """w = argmin_{v ≥ p} vᵀĜv: the projection of Σ_t p_t g_t onto the dual cone."""
+    jac = jacobian_bank()["conflicting"]
+    _, weights, _ = weighting.aggregate(dualproj(pref_vector=pref), jnp.asarray(jac))
+    jac64 = np.asarray(jac, np.float64)
+    gram = jac64 @ jac64.T
+    gram = gram / np.trace(gram) + REG_EPS * np.eye(3)
+    expected = brute_force_projection(gram, np.asarray(pref))
+    np.testing.assert_allclose(weights, expected, atol=2e-3 * np.abs(expected).max())
+
+
+def test_bad_pref_vector():
+    with pytest.raises(ValueError, match="dualproj: pref_vector has 3 entries but there are 2"):
+        dualproj(pref_vector=(1.0, 1.0, 1.0)).init(("a", "b"))
+    with pytest.raises(ValueError, match="dualproj: pref_vector"):
+        dualproj(pref_vector=(1.0, -1.0))

@@ -88,3 +88,36 @@ def test_aggregate_needs_a_key():
 def test_rejects_bad_options(options):
     with pytest.raises(ValueError, match="graddrop: leak must be"):
         graddrop(**options)
+
+
+def _direction(method, jac, key):
+    return method.update(None, _init(method, jac), key=key, rows=jnp.asarray(jac))[0]
+
+
+def test_per_task_leak():
+    jac = jacobian_bank()["random4"].astype(np.float32)
+    key = jax.random.PRNGKey(3)
+    # The same leak for every task is the scalar leak, bit for bit.
+    np.testing.assert_array_equal(
+        _direction(graddrop(leak=(0.3,) * 4), jac, key), _direction(graddrop(leak=0.3), jac, key)
+    )
+    # All ones: every gradient passes unmasked, d = Σ_t g_t.
+    np.testing.assert_allclose(
+        _direction(graddrop(leak=[1.0] * 4), jac, key), jac.sum(0), rtol=1e-6, atol=1e-6
+    )
+    # ℓ = (1, 0, 0, 0): task 0 passes in full, the others are masked as with ℓ = 0, so
+    # d − d(ℓ=0) = (1 − M_0) g_0 is 0 or g_0j in every coordinate.
+    masked = np.asarray(_direction(graddrop(), jac, key))
+    leaky = np.asarray(_direction(graddrop(leak=(1.0, 0.0, 0.0, 0.0)), jac, key))
+    gap = leaky - masked
+    assert np.all(np.isclose(gap, 0.0, atol=1e-6) | np.isclose(gap, jac[0], atol=1e-6))
+    assert not np.allclose(gap, 0.0)
+
+
+def test_per_task_leak_is_checked():
+    jac = jnp.ones((3, 2))
+    with pytest.raises(ValueError, match="graddrop: leak has 2 entries but there are 3 tasks"):
+        _init(graddrop(leak=(0.1, 0.2)), jac)
+    for leak in [(0.1, 1.5), (), (0.1, True), ("a",)]:
+        with pytest.raises(ValueError, match="graddrop: leak must be"):
+            graddrop(leak=leak)

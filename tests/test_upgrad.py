@@ -111,3 +111,73 @@ def test_reports_solver_metrics_under_jit():
 def test_bad_options(options, match):
     with pytest.raises(ValueError, match=match):
         upgrad(**options)
+
+
+def test_uniform_pref_vector_is_the_default_exactly():
+    jac = jnp.asarray(jacobian_bank()["conflicting"])
+    _, default, _ = weighting.aggregate(upgrad(), jac)
+    _, uniform, _ = weighting.aggregate(upgrad(pref_vector=(1 / 3,) * 3), jac)
+    np.testing.assert_array_equal(uniform, default)
+
+
+@pytest.mark.parametrize("pref", [(1.0, 0.0, 0.0), (0.0, 0.0, 2.0), (0.2, 0.5, 0.3)])
+def test_pref_vector_weights_the_projected_rows(pref):
+    """w = Σ_t p_t v⁽ᵗ⁾ with v⁽ᵗ⁾ = argmin_{v ≥ e_t} vᵀĜv: the p-weighted sum of π(g_t)."""
+    jac = jacobian_bank()["conflicting"]
+    _, weights, _ = weighting.aggregate(upgrad(pref_vector=pref), jnp.asarray(jac))
+    jac64 = np.asarray(jac, np.float64)
+    gram = jac64 @ jac64.T
+    gram = gram / np.trace(gram) + REG_EPS * np.eye(3)
+    projections = [brute_force_projection(gram, np.eye(3)[t]) for t in range(3)]
+    expected = sum(p * v for p, v in zip(pref, projections, strict=True))
+    # One-hot on task k (the first two cases): w = v⁽ᵏ⁾, the projection of g_k alone.
+    np.testing.assert_allclose(weights, expected, atol=2e-3 * np.abs(expected).max())
+
+
+def test_normalize_rows_is_upgrad_of_the_unit_rows():
+    jac = jacobian_bank()["conflicting"].astype(np.float32)
+    units = jac / np.linalg.norm(jac, axis=1, keepdims=True)
+    direction, weights, _ = weighting.aggregate(upgrad(normalize_rows=True), jnp.asarray(jac))
+    expected, unit_weights, _ = weighting.aggregate(upgrad(), jnp.asarray(units))
+    np.testing.assert_allclose(direction, expected, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(
+        weights, np.asarray(unit_weights) / np.linalg.norm(jac, axis=1), rtol=1e-4
+    )
+
+
+def test_normalize_rows_ignores_the_scale_of_one_task():
+    jac = jacobian_bank()["conflicting"].astype(np.float32)
+    scaled = jac.copy()
+    scaled[1] *= 1e4
+    method = upgrad(normalize_rows=True)
+    d1, _, _ = weighting.aggregate(method, jnp.asarray(jac))
+    d2, _, _ = weighting.aggregate(method, jnp.asarray(scaled))
+    np.testing.assert_allclose(d1, d2, rtol=1e-4, atol=1e-5)
+    # Without it, the scaled task dominates.
+    d3, _, _ = weighting.aggregate(upgrad(), jnp.asarray(scaled))
+    assert not np.allclose(d1, d3, rtol=1e-2)
+
+
+def test_normalize_rows_keeps_zero_rows_at_zero_weight():
+    jac = jnp.asarray(jacobian_bank()["one_zero_row"])
+    _, weights, _ = weighting.aggregate(upgrad(normalize_rows=True), jac)
+    zero = np.linalg.norm(np.asarray(jac), axis=1) == 0
+    assert np.all(np.isfinite(weights)) and np.all(np.asarray(weights)[zero] == 0)
+
+
+def test_pref_vector_length_is_checked_at_init():
+    with pytest.raises(ValueError, match="upgrad: pref_vector has 2 entries but there are 3"):
+        upgrad(pref_vector=(0.5, 0.5)).init(("a", "b", "c"))
+
+
+@pytest.mark.parametrize(
+    "pref", [(-1.0, 1.0), (float("nan"), 1.0), (float("inf"), 1.0), (0.0, 0.0), (), "ab"]
+)
+def test_bad_pref_vector(pref):
+    with pytest.raises(ValueError, match="upgrad: pref_vector"):
+        upgrad(pref_vector=pref)
+
+
+def test_bad_normalize_rows():
+    with pytest.raises(ValueError, match="normalize_rows"):
+        upgrad(normalize_rows=1)

@@ -55,13 +55,29 @@ def get_config() -> ml_collections.ConfigDict:
     config.optimizer = ml_collections.ConfigDict()
     config.optimizer.name = "adam"  # adam | adamw | sgd
     config.optimizer.learning_rate = 1e-3
-    config.optimizer.schedule = "cosine"  # constant | cosine (with linear warm-up) | step
+    # constant | cosine (with linear warm-up) | step | plateau (below)
+    config.optimizer.schedule = "cosine"
     config.optimizer.warmup_steps = 0
     config.optimizer.final_lr_fraction = 0.0  # cosine: final lr / peak lr
     config.optimizer.decay_every_steps = 0  # step: multiply the lr by decay_factor every N
     config.optimizer.decay_factor = 0.5
     config.optimizer.weight_decay = 0.0  # adamw only
     config.optimizer.momentum = 0.0  # sgd only
+    # Clip the gradient of all parameters to this global L2 norm before the optimizer
+    # (`optax.clip_by_global_norm`), for every method; 0 = off. (FAMO's reference code,
+    # methods/weight_methods.py, has max_norm=1.0 over the shared parameters, but calls
+    # the clipping before `loss.backward()`, so its NYUv2 runs clip nothing.)
+    config.optimizer.clip_global_norm = 0.0
+    # plateau: the constant learning_rate times a scale (`optax.contrib.reduce_on_plateau`)
+    # that is multiplied by plateau_factor when the mean of Σ_t L_t (the unweighted sum of
+    # the task losses on the training batches) over plateau_accumulation_steps steps has
+    # not improved by a relative plateau_rtol for plateau_patience such windows in a row;
+    # plateau_cooldown windows after a reduction are not counted.
+    config.optimizer.plateau_factor = 0.1
+    config.optimizer.plateau_patience = 10
+    config.optimizer.plateau_cooldown = 0
+    config.optimizer.plateau_accumulation_steps = 100
+    config.optimizer.plateau_rtol = 1e-4
 
     config.batch_size = 256
     config.eval_batch_size = 1000

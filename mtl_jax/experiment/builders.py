@@ -14,8 +14,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import jax
+import jax.numpy as jnp
 import ml_collections
 import optax
+from optax.contrib import ReduceLROnPlateauState as _PlateauState
 
 from mtl_jax import data, import_path, weighting
 from mtl_jax.config import ConfigError, did_you_mean
@@ -25,7 +28,7 @@ from mtl_jax.models import MultiTaskModel, build_model
 from mtl_jax.tasks import Classification, Task
 from mtl_jax.train import check_step_options
 
-SCHEDULES = ("constant", "cosine", "step")
+SCHEDULES = ("constant", "cosine", "plateau", "step")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 
 _POSITIVE_KEYS = (
@@ -105,14 +108,17 @@ def _get(config: ml_collections.ConfigDict, key: str):
 
 
 def learning_rate_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
-    """The learning rate of `config.optimizer` as a function of the step."""
+    """The learning rate of `config.optimizer` as a function of the step.
+
+    For `schedule="plateau"` this is the constant base rate: the rate an update uses is
+    that times the plateau scale in the optimizer state (`plateau_scale`)."""
     opt = config.optimizer
     _choice(opt.schedule, SCHEDULES, "optimizer.schedule")
     if not opt.learning_rate > 0:
         raise ConfigError(
             f"config key 'optimizer.learning_rate' must be > 0, got {opt.learning_rate}"
         )
-    if opt.schedule == "constant":
+    if opt.schedule in ("constant", "plateau"):
         return optax.constant_schedule(opt.learning_rate)
     if opt.schedule == "step":
         # The MTAN protocol's StepLR: multiply by `decay_factor` every `decay_every_steps`.
@@ -138,16 +144,91 @@ def learning_rate_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
     )
 
 
+def _plateau(opt: ml_collections.ConfigDict) -> optax.GradientTransformationExtraArgs:
+    """`optax.contrib.reduce_on_plateau` of the `optimizer.plateau_*` keys."""
+    integers = {
+        "optimizer.plateau_patience": (opt.plateau_patience, 1),
+        "optimizer.plateau_cooldown": (opt.plateau_cooldown, 0),
+        "optimizer.plateau_accumulation_steps": (opt.plateau_accumulation_steps, 1),
+    }
+    for key, (value, least) in integers.items():
+        if value < least:
+            raise ConfigError(f"config key {key!r} must be >= {least}, got {value}")
+    if not 0 < opt.plateau_factor < 1:
+        raise ConfigError(
+            f"config key 'optimizer.plateau_factor' must be in (0, 1), got {opt.plateau_factor}"
+        )
+    if not 0 < opt.plateau_rtol <= 1:
+        raise ConfigError(
+            f"config key 'optimizer.plateau_rtol' must be in (0, 1], got {opt.plateau_rtol}"
+        )
+    plateau = optax.contrib.reduce_on_plateau(
+        factor=opt.plateau_factor,
+        patience=opt.plateau_patience,
+        rtol=opt.plateau_rtol,
+        cooldown=opt.plateau_cooldown,
+        accumulation_size=opt.plateau_accumulation_steps,
+    )
+
+    def init(params) -> _PlateauState:
+        # optax starts `best_value` at inf, which the train step's guard would take for
+        # a failed step (`parallel.finite_flags` checks the optimizer state); the largest
+        # finite value is beaten by every finite first window alike.
+        state = plateau.init(params)
+        best = jnp.full_like(state.best_value, jnp.finfo(state.best_value.dtype).max)
+        return state._replace(best_value=best)
+
+    return optax.GradientTransformationExtraArgs(init, plateau.update)
+
+
+def monitors_loss(config: ml_collections.ConfigDict) -> bool:
+    """Whether the optimizer of `config` reads the training loss (`tx.update(...,
+    value=)`): the `plateau` schedule."""
+    return config.optimizer.schedule == "plateau"
+
+
+def plateau_scale(opt_state: Any) -> jax.Array | None:
+    """The learning-rate scale of the `reduce_on_plateau` state in `opt_state` (what the
+    update of the step that produced `opt_state` multiplied the base rate by), or None
+    when the optimizer has none."""
+    found = [
+        s
+        for s in jax.tree.leaves(opt_state, is_leaf=lambda x: isinstance(x, _PlateauState))
+        if isinstance(s, _PlateauState)
+    ]
+    return found[0].scale if found else None
+
+
 def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
-    """The optax transformation of `config.optimizer` over `config.num_steps` steps."""
+    """The optax transformation of `config.optimizer` over `config.num_steps` steps.
+
+    `[clip_by_global_norm(clip_global_norm)] → optimizer(learning rate) →
+    [reduce_on_plateau]`; without clipping and plateau the bare optimizer, so that its
+    state has the structure of runs saved before these options existed. The plateau
+    transformation scales the optimizer's update, i.e. its learning rate (weight decay of
+    `adamw` included, as PyTorch's ReduceLROnPlateau does); it needs `value=` in
+    `tx.update` (`monitors_loss`), which the train step passes as `Σ_t L_t`.
+    """
     opt = config.optimizer
     _choice(opt.name, OPTIMIZERS, "optimizer.name")
     lr = learning_rate_schedule(config)
+    clip = opt.clip_global_norm
+    if not clip >= 0:
+        raise ConfigError(
+            f"config key 'optimizer.clip_global_norm' must be >= 0 (0 = off), got {clip}"
+        )
     if opt.name == "adam":
-        return optax.adam(lr)
-    if opt.name == "adamw":
-        return optax.adamw(lr, weight_decay=opt.weight_decay)
-    return optax.sgd(lr, momentum=opt.momentum or None)
+        tx = optax.adam(lr)
+    elif opt.name == "adamw":
+        tx = optax.adamw(lr, weight_decay=opt.weight_decay)
+    else:
+        tx = optax.sgd(lr, momentum=opt.momentum or None)
+    parts = [tx]
+    if clip > 0:
+        parts.insert(0, optax.clip_by_global_norm(clip))
+    if opt.schedule == "plateau":
+        parts.append(_plateau(opt))
+    return tx if len(parts) == 1 else optax.chain(*parts)
 
 
 def _build_model(config: ml_collections.ConfigDict, tasks: Mapping[str, Task]) -> MultiTaskModel:
@@ -252,6 +333,7 @@ def step_options(config: ml_collections.ConfigDict) -> dict:
         "head_grads": w.head_grads,
         "jacobian_strategy": w.jacobian_strategy,
         "jacobian_chunk_size": w.jacobian_chunk_size or None,
+        "loss_value": monitors_loss(config),
     }
 
 

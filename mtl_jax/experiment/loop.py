@@ -36,6 +36,8 @@ from mtl_jax.experiment.builders import (
     Experiment,
     build_experiment,
     learning_rate_schedule,
+    monitors_loss,
+    plateau_scale,
     step_options,
 )
 from mtl_jax.experiment.preemption import Preempted, StopFlag, sigterm_flag
@@ -53,6 +55,10 @@ from mtl_jax.train import (
 
 class NonFiniteError(FloatingPointError):
     """Training stopped on a non-finite loss, gradient or state (after logging the step)."""
+
+
+# The metrics key of the plateau scale, logged in `lr` only (not in metrics.jsonl).
+LR_SCALE = "_lr_scale"
 
 
 def train_and_evaluate(
@@ -280,6 +286,9 @@ def _train(run: _Run, stop: StopFlag, progress: bool, start: float) -> dict[str,
             out_shardings=parallel.replicated(run.mesh),
         )
         schedule = learning_rate_schedule(config)
+        # The plateau schedule's rate is the base rate times a scale in the optimizer
+        # state; each step's scale rides with its metrics (read back with them).
+        plateau = monitors_loss(config)
 
         def save(step: int, state: TrainState) -> None:
             meta = {"data_iterator": train_iter.get_state(), "non_finite_skips": skips}
@@ -313,6 +322,7 @@ def _train(run: _Run, stop: StopFlag, progress: bool, start: float) -> dict[str,
                 (metrics.pop(parallel.FINITE_TASKS), metrics.pop(parallel.FINITE_SHARED))
             )
             finite = bool(np.all(per_task) and shared)
+            scale = metrics.pop(LR_SCALE, None)
             if not finite or logs(step):
                 record = rec.train_record(step, jax.device_get(metrics), names)
                 if not finite:
@@ -321,7 +331,10 @@ def _train(run: _Run, stop: StopFlag, progress: bool, start: float) -> dict[str,
                     ]
                 if conflicts is not None:
                     record.update(conflicts.fields(step))
-                extra = {"lr": learning_rate(schedule, step), "steps_per_s": rate(step)}
+                lr = learning_rate(schedule, step)
+                if scale is not None:
+                    lr *= float(jax.device_get(scale))
+                extra = {"lr": lr, "steps_per_s": rate(step)}
                 writers.write_record(record, extra=extra)
             skips = 0 if finite else skips + 1
             if skips:
@@ -334,6 +347,8 @@ def _train(run: _Run, stop: StopFlag, progress: bool, start: float) -> dict[str,
         pending = None  # (step, metrics) whose flags are not read yet
         for step in range(first, config.num_steps + 1):
             state, metrics = train_step(state, parallel.shard_batch(next(train_iter), run.mesh))
+            if plateau:  # a copy: the next step donates the state
+                metrics[LR_SCALE] = jnp.copy(plateau_scale(state.opt_state))
             if pending is not None:
                 settle(*pending)
                 pending = None

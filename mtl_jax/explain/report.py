@@ -62,7 +62,7 @@ def explain_run(
     workdir: str | Path,
     *,
     examples: int = 8,
-    steps: int = 64,
+    steps: int = 256,
     rule: str = "midpoint",
     tasks: Sequence[str] | None = None,
     overwrite: bool = False,

@@ -99,7 +99,7 @@ def integrated_gradients(
     x: Array,
     *,
     baseline: Array | None = None,
-    steps: int = 64,
+    steps: int = 256,
     rule: str = "midpoint",
 ) -> Array:
     """Integrated gradients of `f` at `x` from `baseline` (Sundararajan et al. 2017, Eq. 1).
@@ -394,7 +394,7 @@ def task_saliency(
     *,
     names: Sequence[str] | None = None,
     methods: Sequence[str] = METHODS,
-    steps: int = 64,
+    steps: int = 256,
     rule: str = "midpoint",
     baseline: Array | None = None,
 ) -> TaskSaliency:

@@ -9,7 +9,13 @@ A task is a small frozen record. The trainer only uses these things from it:
   (counts, confusion entries, histograms) of one batch, summed over batches and devices;
 * `compute_metrics(stats) -> {metric: float}`: the split-level metrics from the sums;
 * `metric_directions() -> {metric: +1 | -1}`: +1 where higher is better (used by Δm);
+* `headline_metrics()`: the metrics sweep tables, ranks and Δm compare (default: all);
+* `compute_tables(stats) -> {name: array}`: split-level tables saved with the final
+  evaluation (a classification task's confusion matrix; none by default);
 * `check_targets(target)`: host-side validation of a split's targets.
+
+Per-class metrics are keyed `<metric>/<class>` (`recall/7`); tables and consoles
+summarise without them, results.json and metrics.jsonl keep them.
 
 Metrics are computed from statistics accumulated over the whole split, never as a mean
 of per-batch values, so that e.g. F1, mIoU and the median normal angle are the

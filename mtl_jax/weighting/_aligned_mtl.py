@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import jax
@@ -9,9 +10,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from mtl_jax.weighting._base import GRAMIAN, Weighting
+from mtl_jax.weighting._dual_cone import check_num_tasks, check_pref_vector
 
 # Preferences `p`: 1 (LibMTL) or 1/T (torchjd).
 REDUCTIONS = ("sum", "mean")
+# Which eigenvalue of G (squared singular value of J) sets the aligned scale (torchjd).
+SCALE_MODES = ("min", "median", "rmse")
 
 
 class AlignedMTLState(NamedTuple):
@@ -19,15 +23,19 @@ class AlignedMTLState(NamedTuple):
 
 
 def balance_transformation(
-    gram: jax.Array, *, rank_tol: float | None = None
+    gram: jax.Array, *, rank_tol: float | None = None, scale_mode: str = "min"
 ) -> tuple[jax.Array, jax.Array]:
     """The balance transformation `B` of Aligned-MTL, Alg. 1 lines 3–5, and the rank.
 
     With `G = V Λ Vᵀ` restricted to the `R` eigenvalues above `rank_tol · λ_max`,
-    `B = √λ_R · V Λ^{-1/2} Vᵀ` ([T, T], symmetric), where `λ_R` is the smallest kept
-    eigenvalue. The aligned gradients `B J` then satisfy `(BJ)(BJ)ᵀ = λ_R · V Vᵀ`: all their
-    nonzero singular values equal `√λ_R` (condition number 1), and their scale is that of
-    the weakest principal component of the task gradients.
+    `B = √s · V Λ^{-1/2} Vᵀ` ([T, T], symmetric). The aligned gradients `B J` then satisfy
+    `(BJ)(BJ)ᵀ = s · V Vᵀ`: all their nonzero singular values equal `√s` (condition number
+    1). The scale `s` is, by `scale_mode` (torchjd's `AlignedMTL(scale_mode=...)`, read in
+    its `_compute_balance_transformation`), of the kept eigenvalues: `"min"` the smallest
+    `λ_R` (the paper's, LibMTL's and torchjd's default: the weakest principal component),
+    `"median"` the median, the lower of the two middle ones when R is even (torch.median's
+    convention), `"rmse"` the mean, so `√s` is the root mean square of the kept singular
+    values of J.
 
     Args:
       gram: [T, T] Gramian. It is divided by its trace first (B does not change when G is
@@ -36,6 +44,7 @@ def balance_transformation(
         `T · ε_float32`, LibMTL's and torchjd's threshold (`max(M.shape) · eps`). Float32
         round-off in G and in `eigh` leaves spurious eigenvalues near `1e-7 · λ_max` on
         rank-deficient Gramians; raise `rank_tol` if gradients come from very large models.
+      scale_mode: `"min"`, `"median"` or `"rmse"`, as above.
 
     Returns:
       `(B, rank)`; `B = I` and `rank = 0` when G is zero (torchjd's convention).
@@ -49,13 +58,28 @@ def balance_transformation(
     eigenvalues, eigenvectors = jnp.linalg.eigh(gram)
     keep = eigenvalues > rank_tol * jnp.max(eigenvalues)
     rank = jnp.sum(keep).astype(jnp.int32)
-    smallest = jnp.min(jnp.where(keep, eigenvalues, jnp.inf))
-    scale = jnp.where(keep, jnp.sqrt(smallest / jnp.where(keep, eigenvalues, 1.0)), 0.0)
+    if scale_mode == "min":
+        target = jnp.min(jnp.where(keep, eigenvalues, jnp.inf))
+    elif scale_mode == "median":
+        # eigh sorts ascending, so the kept eigenvalues are the last R; their lower median.
+        index = num_tasks - rank + jnp.maximum(rank - 1, 0) // 2
+        target = eigenvalues[jnp.clip(index, 0, num_tasks - 1)]
+    elif scale_mode == "rmse":
+        target = jnp.sum(jnp.where(keep, eigenvalues, 0.0)) / jnp.maximum(rank, 1)
+    else:
+        raise ValueError(f"scale_mode must be one of {list(SCALE_MODES)}, got {scale_mode!r}")
+    scale = jnp.where(keep, jnp.sqrt(target / jnp.where(keep, eigenvalues, 1.0)), 0.0)
     balance = (eigenvectors * scale) @ eigenvectors.T
     return jnp.where(rank > 0, balance, jnp.eye(num_tasks, dtype=jnp.float32)), rank
 
 
-def aligned_mtl(*, reduction: str = "sum", rank_tol: float | None = None) -> Weighting:
+def aligned_mtl(
+    *,
+    reduction: str = "sum",
+    rank_tol: float | None = None,
+    pref_vector: Sequence[float] | None = None,
+    scale_mode: str = "min",
+) -> Weighting:
     """Aligned-MTL, Senushkin et al., CVPR 2023, Alg. 1 (independent component alignment).
 
     The task gradients' principal components are rescaled so that the aligned gradients
@@ -67,13 +91,22 @@ def aligned_mtl(*, reduction: str = "sum", rank_tol: float | None = None) -> Wei
     Conventions that change numbers: `"sum"` (`p = 1`) is LibMTL's (`alpha = B.sum(0)`);
     torchjd's AlignedMTL uses the mean (`p = 1/T`), T times smaller.
     Eigenvalues are kept above `rank_tol · λ_max` (LibMTL's `T · eps` by default), and
-    the scale is the smallest kept one (the paper's and LibMTL's choice). A zero Gramian
-    gives `w = p`.
+    the scale is the smallest kept one by default (`scale_mode="min"`: the paper's and
+    LibMTL's only choice, torchjd's default). A zero Gramian gives `w = p`.
 
     Args:
       reduction: the preference `p`: `"sum"` (1, default) or `"mean"` (1/T).
       rank_tol: relative eigenvalue threshold of the numerical rank (see
         `balance_transformation`).
+      pref_vector: the preference `p` itself, one non-negative number per task in
+        sorted-name order, used as given, as torchjd's `AlignedMTL(pref_vector=...)`
+        (`alpha = B @ pref_vector`): `d = (BJ)ᵀ p`, the `p`-weighted sum of the aligned
+        gradients. `p = (1, …, 1)` is the default exactly. `None`: `reduction`, which is
+        unused otherwise.
+      scale_mode: which eigenvalue of G sets the aligned scale, `"min"` (default, the
+        behaviour before this option), `"median"` or `"rmse"`, as torchjd's
+        `AlignedMTL(scale_mode=...)` (see `balance_transformation`). LibMTL's `Aligned_MTL`
+        has no such option and always uses the smallest.
 
     Metrics: `rank`, the numerical rank of G, every step.
 
@@ -94,16 +127,27 @@ def aligned_mtl(*, reduction: str = "sum", rank_tol: float | None = None) -> Wei
     if rank_tol is not None and not 0 <= rank_tol < 1:
         raise ValueError(f"aligned_mtl: rank_tol must be in [0, 1) or None, got {rank_tol!r}")
 
+    if scale_mode not in SCALE_MODES:
+        raise ValueError(
+            f"aligned_mtl: scale_mode must be one of {list(SCALE_MODES)}, got {scale_mode!r}"
+        )
+    pref_vector = check_pref_vector("aligned_mtl", pref_vector)
+
     def init(task_names):
-        del task_names
+        check_num_tasks("aligned_mtl", "pref_vector", pref_vector, len(task_names))
         return AlignedMTLState()
 
     def update(losses, state, *, key, gramian=None, rows=None):
         del losses, key, rows
         num_tasks = gramian.shape[0]
-        preference = 1.0 if reduction == "sum" else 1.0 / num_tasks
-        balance, rank = balance_transformation(gramian, rank_tol=rank_tol)
-        weights = balance @ jnp.full((num_tasks,), preference, jnp.float32)
+        check_num_tasks("aligned_mtl", "pref_vector", pref_vector, num_tasks)
+        if pref_vector is None:
+            preference = 1.0 if reduction == "sum" else 1.0 / num_tasks
+            target = jnp.full((num_tasks,), preference, jnp.float32)
+        else:
+            target = jnp.asarray(pref_vector, jnp.float32)
+        balance, rank = balance_transformation(gramian, rank_tol=rank_tol, scale_mode=scale_mode)
+        weights = balance @ target
         return weights, state, {"rank": rank}
 
     return Weighting(init=init, update=update, kind=GRAMIAN)

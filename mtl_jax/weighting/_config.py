@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import jax.numpy as jnp
 
 from mtl_jax.weighting._base import GRAMIAN, Weighting
+from mtl_jax.weighting._dual_cone import check_num_tasks, check_pref_vector
 
 
 class ConFIGState(NamedTuple):
     """`config` keeps no state."""
 
 
-def config(*, rank_tol: float = 1e-5) -> Weighting:
+def config(*, rank_tol: float = 1e-5, pref_vector: Sequence[float] | None = None) -> Weighting:
     """ConFIG, Liu, Chu & Thuerey, 2024 (arXiv 2408.11104), Eq. 2: equal cosine to every task.
 
     From "ConFIG: Towards Conflict-free Training of Physics Informed Neural Networks".
@@ -38,6 +40,12 @@ def config(*, rank_tol: float = 1e-5) -> Weighting:
 
     Args:
       rank_tol: relative eigenvalue threshold of the pseudo-inverse of `Ĝ`.
+      pref_vector: `p`, one non-negative number per task in sorted-name order, replacing the
+        `1` on the right of the cosine system, as torchjd's `ConFIG(pref_vector=...)`
+        (`best_direction = pinv(units) @ weights`, default all ones): `ĝ = normalise(U⁺ p)`,
+        `a = Ĝ⁺ p`, so `u_t · ĝ ∝ p_t` (on full rank) and the length is still
+        `Σ_t g_t · ĝ`. Only the direction of `p` matters (it is normalised away).
+        `None`: `p = 1`.
 
     Metrics: `rank`, the numerical rank of `Ĝ`, every step.
 
@@ -51,13 +59,15 @@ def config(*, rank_tol: float = 1e-5) -> Weighting:
     """
     if not 0 <= rank_tol < 1:
         raise ValueError(f"config: rank_tol must be in [0, 1), got {rank_tol!r}")
+    pref_vector = check_pref_vector("config", pref_vector)
 
     def init(task_names):
-        del task_names
+        check_num_tasks("config", "pref_vector", pref_vector, len(task_names))
         return ConFIGState()
 
     def update(losses, state, *, key, gramian=None, rows=None):
         del losses, key, rows
+        check_num_tasks("config", "pref_vector", pref_vector, gramian.shape[0])
         gram = gramian.astype(jnp.float32)
         norms = jnp.sqrt(jnp.maximum(jnp.diagonal(gram), 0.0))
         nonzero = norms > 0
@@ -67,8 +77,13 @@ def config(*, rank_tol: float = 1e-5) -> Weighting:
         eigenvalues, eigenvectors = jnp.linalg.eigh(unit_gram)
         keep = eigenvalues > rank_tol * jnp.max(eigenvalues)
         inverse_eigenvalues = jnp.where(keep, 1.0 / jnp.where(keep, eigenvalues, 1.0), 0.0)
-        # a = Ĝ⁺ 1; zero rows of Ĝ give exact zeros in its null space only up to round-off.
-        a = eigenvectors @ (inverse_eigenvalues * jnp.sum(eigenvectors, axis=0))
+        # a = Ĝ⁺ p (p = 1 by default); zero rows of Ĝ give exact zeros in its null space
+        # only up to round-off.
+        if pref_vector is None:
+            projected = jnp.sum(eigenvectors, axis=0)
+        else:
+            projected = eigenvectors.T @ jnp.asarray(pref_vector, jnp.float32)
+        a = eigenvectors @ (inverse_eigenvalues * projected)
         a = jnp.where(nonzero, a, 0.0)
         unit_gram_a = unit_gram @ a
         # In terms of c = a / ‖g‖: 1ᵀGc = Σ_t ‖g_t‖ (Ĝa)_t and cᵀGc = aᵀĜa = ‖U⁺ 1‖².

@@ -36,10 +36,12 @@ nothing conflicts (`Gu ≥ 0`), `μ = 0` is optimal and no step runs at all. Eve
 from __future__ import annotations
 
 import functools
+import math
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 # Schur complements below this (relative to the largest diagonal entry of G) count as
 # singular: float32 round-off in computing them is of order 1e-7 · T. torchjd's ridge
@@ -70,6 +72,35 @@ def check_dual_cone_options(
         raise ValueError(f"{name}: tol must be > 0, got {tol!r}")
     if max_iters < 1:
         raise ValueError(f"{name}: max_iters must be >= 1, got {max_iters!r}")
+
+
+def check_pref_vector(name: str, pref_vector) -> tuple[float, ...] | None:
+    """Validates a preference vector option (a sequence of T numbers, non-negative, finite,
+    not all zero) and returns it as a tuple of floats; `None` stays `None`."""
+    if pref_vector is None:
+        return None
+    values = np.asarray(pref_vector, dtype=object)
+    if values.ndim != 1 or values.size == 0:
+        raise ValueError(
+            f"{name}: pref_vector must be a non-empty sequence of numbers, got {pref_vector!r}"
+        )
+    if any(isinstance(v, bool) or not isinstance(v, int | float | np.number) for v in values):
+        raise ValueError(f"{name}: pref_vector must hold numbers, got {pref_vector!r}")
+    floats = tuple(float(v) for v in values)
+    if not all(math.isfinite(v) and v >= 0 for v in floats) or not any(floats):
+        raise ValueError(
+            f"{name}: pref_vector must be finite and non-negative with a positive entry, "
+            f"got {pref_vector!r}"
+        )
+    return floats
+
+
+def check_num_tasks(name: str, option: str, values: tuple | None, num_tasks: int) -> None:
+    """Raises when a per-task option does not have one entry per task."""
+    if values is not None and len(values) != num_tasks:
+        raise ValueError(
+            f"{name}: {option} has {len(values)} entries but there are {num_tasks} tasks"
+        )
 
 
 class DualConeResult(NamedTuple):

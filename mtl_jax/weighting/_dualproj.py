@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import jax.numpy as jnp
@@ -9,6 +10,8 @@ import jax.numpy as jnp
 from mtl_jax.weighting._base import GRAMIAN, Weighting
 from mtl_jax.weighting._dual_cone import (
     check_dual_cone_options,
+    check_num_tasks,
+    check_pref_vector,
     normalize_and_regularize,
     project_onto_dual_cone,
 )
@@ -21,6 +24,7 @@ class DualProjState(NamedTuple):
 def dualproj(
     *,
     reduction: str = "mean",
+    pref_vector: Sequence[float] | None = None,
     norm_eps: float = 1e-4,
     reg_eps: float = 1e-4,
     tol: float = 1e-7,
@@ -41,7 +45,13 @@ def dualproj(
     `trace(G) ≤ norm_eps` the gradients count as zero and `w = p`.
 
     Args:
-      reduction: the preference `p`: `"mean"` (`1/T`, torchjd) or `"sum"` (`1`).
+      reduction: the preference `p`: `"mean"` (`1/T`, torchjd) or `"sum"` (`1`). Unused
+        when `pref_vector` is given.
+      pref_vector: the preference `p` itself, one non-negative number per task in
+        sorted-name order, used as given (not normalised), as torchjd's
+        `DualProj(pref_vector=...)` (`DualProjWeighting`: `u = pref_vector`, then projected):
+        the projected vector is `ḡ = Σ_t p_t g_t`, and `p = (1/T, …, 1/T)` is the default
+        exactly. `None`: `reduction`.
       norm_eps: torchjd's `norm_eps` (1e-4); `0` makes the method exactly scale invariant.
       reg_eps: torchjd's `reg_eps` (1e-4); must be positive.
       tol: dual-feasibility tolerance of the active-set solver.
@@ -66,18 +76,23 @@ def dualproj(
         max_iters=max_iters,
     )
 
+    pref_vector = check_pref_vector("dualproj", pref_vector)
+
     def init(task_names):
-        del task_names
+        check_num_tasks("dualproj", "pref_vector", pref_vector, len(task_names))
         return DualProjState()
 
     def update(losses, state, *, key, gramian=None, rows=None):
         del losses, key, rows
         num_tasks = gramian.shape[0]
-        preference = 1.0 / num_tasks if reduction == "mean" else 1.0
+        check_num_tasks("dualproj", "pref_vector", pref_vector, num_tasks)
+        if pref_vector is None:
+            preference = 1.0 / num_tasks if reduction == "mean" else 1.0
+            target = jnp.full((num_tasks,), preference, jnp.float32)
+        else:
+            target = jnp.asarray(pref_vector, jnp.float32)
         gram = normalize_and_regularize(gramian, norm_eps=norm_eps, reg_eps=reg_eps)
-        result = project_onto_dual_cone(
-            gram, jnp.full((num_tasks,), preference, jnp.float32), tol=tol, max_iters=max_iters
-        )
+        result = project_onto_dual_cone(gram, target, tol=tol, max_iters=max_iters)
         metrics = {"solver_iterations": result.iterations, "solver_residual": result.residual}
         return result.weights, state, metrics
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import jax
@@ -16,7 +17,7 @@ class GradDropState(NamedTuple):
     """Empty: the mask's uniforms come from the step key."""
 
 
-def graddrop(*, leak: float = 0.0) -> Weighting:
+def graddrop(*, leak: float | Sequence[float] = 0.0) -> Weighting:
     """GradDrop, Chen et al., "Just Pick a Sign: Optimizing Deep Multitask Models with
     Gradient Sign Dropout", NeurIPS 2020, Alg. 1 (lines 10–15).
 
@@ -25,10 +26,11 @@ def graddrop(*, leak: float = 0.0) -> Weighting:
     uniform `U_j ~ U[0, 1)` per coordinate, shared by the tasks, keeps the positive
     entries when `P_j > U_j` and the negative ones otherwise:
     `M_tj = [P_j > U_j] [g_tj > 0] + [P_j ≤ U_j] [g_tj < 0]`, and the direction is
-    `d_j = Σ_t (ℓ + (1 − ℓ) M_tj) g_tj` with leak `ℓ`. A coordinate whose entries all
-    have the same sign has `P_j ∈ {0, 1}` and is kept in full, and `E[d] = Σ_t g_t`: the
-    mask only decides *which* sign each coordinate follows (the `≤` tie-break on
-    `P_j = U_j` is ours; the paper leaves ties open, LibMTL and torchjd keep neither sign).
+    `d_j = Σ_t (ℓ_t + (1 − ℓ_t) M_tj) g_tj` with the leak `ℓ_t` of task t. A coordinate
+    whose entries all have the same sign has `P_j ∈ {0, 1}` and is kept in full, and
+    `E[d] = Σ_t g_t`: the mask only decides *which* sign each coordinate follows (the `≤`
+    tie-break on `P_j = U_j` is ours; the paper leaves ties open, LibMTL and torchjd keep
+    neither sign).
 
     LibMTL applies GradDrop only to representation gradients (`rep_grad=True`; parameter
     mode raises). It multiplies each task's representation gradient by the sign of the
@@ -43,8 +45,12 @@ def graddrop(*, leak: float = 0.0) -> Weighting:
     a pytree of rows gives the same direction as the flattened `[T, P]` matrix.
 
     Args:
-      leak: `ℓ ∈ [0, 1]`, the fraction of every gradient that passes the mask (LibMTL: 0;
-        `ℓ = 1` gives `Σ_t g_t`).
+      leak: `ℓ_t ∈ [0, 1]`, the fraction of task t's gradient that passes the mask
+        unmasked: one number for every task, or a sequence with one per task in sorted-name
+        order, as torchjd's `GradDrop(leak=...)` (a 1-D tensor, one entry per row:
+        `(leak[i] + (1 - leak[i]) * M_i) * matrix[i]`, the per-task leak parameters of the
+        paper's Alg. 1). LibMTL has no leak (0, the default). `ℓ_t = 1` passes task t in
+        full; all ones give `Σ_t g_t`.
 
     Metrics: `kept_fraction` [T], the fraction of each task's nonzero coordinates that
     the mask keeps (1 for a zero row).
@@ -58,11 +64,33 @@ def graddrop(*, leak: float = 0.0) -> Weighting:
       >>> float(direction[0])  # both tasks push coordinate 0 the same way: kept in full
       4.0
     """
-    if not isinstance(leak, int | float) or isinstance(leak, bool) or not 0.0 <= leak <= 1.0:
-        raise ValueError(f"graddrop: leak must be a number in [0, 1], got {leak!r}")
+
+    def valid(value):
+        return isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value <= 1
+
+    if isinstance(leak, Sequence) and not isinstance(leak, str):
+        if not leak or not all(valid(v) for v in leak):
+            raise ValueError(
+                f"graddrop: leak must be a number in [0, 1] or a non-empty sequence of them, "
+                f"got {leak!r}"
+            )
+        leaks = tuple(float(v) for v in leak)
+    elif valid(leak):
+        leaks = None
+    else:
+        raise ValueError(
+            f"graddrop: leak must be a number in [0, 1] or a sequence of them, got {leak!r}"
+        )
+
+    def check_tasks(num_tasks):
+        if leaks is not None and len(leaks) != num_tasks:
+            raise ValueError(
+                f"graddrop: leak has {len(leaks)} entries but there are {num_tasks} tasks"
+            )
 
     def init(task_names, row):
-        del task_names, row
+        del row
+        check_tasks(len(task_names))
         return GradDropState()
 
     def update(losses, state, *, key, gramian=None, rows=None):
@@ -76,6 +104,11 @@ def graddrop(*, leak: float = 0.0) -> Weighting:
             u = uniforms[offset : offset + size].reshape(leaf.shape[1:])
             offset += size
             grads = leaf.astype(jnp.float32)
+            if leaks is None:
+                task_leak = leak
+            else:
+                check_tasks(grads.shape[0])
+                task_leak = jnp.asarray(leaks, jnp.float32).reshape((-1,) + (1,) * (grads.ndim - 1))
             total = reduce_tasks(jnp.add, grads)
             magnitude = reduce_tasks(jnp.add, jnp.abs(grads))
             # Same-sign coordinates give total = ±magnitude bit for bit, so P is exactly
@@ -83,7 +116,7 @@ def graddrop(*, leak: float = 0.0) -> Weighting:
             ratio = jnp.where(magnitude > 0, total / jnp.where(magnitude > 0, magnitude, 1.0), 0.0)
             purity = 0.5 * (1.0 + ratio)
             mask = jnp.where(grads > 0, purity > u, purity <= u)
-            scale = leak + (1.0 - leak) * mask.astype(jnp.float32)
+            scale = task_leak + (1.0 - task_leak) * mask.astype(jnp.float32)
             directions.append(reduce_tasks(jnp.add, scale * grads).astype(leaf.dtype))
             present = grads != 0
             axes = tuple(range(1, grads.ndim))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import jax.numpy as jnp
@@ -9,6 +10,8 @@ import jax.numpy as jnp
 from mtl_jax.weighting._base import GRAMIAN, Weighting
 from mtl_jax.weighting._dual_cone import (
     check_dual_cone_options,
+    check_num_tasks,
+    check_pref_vector,
     normalize_and_regularize,
     project_onto_dual_cone,
 )
@@ -21,6 +24,8 @@ class UPGradState(NamedTuple):
 def upgrad(
     *,
     reduction: str = "mean",
+    pref_vector: Sequence[float] | None = None,
+    normalize_rows: bool = False,
     norm_eps: float = 1e-4,
     reg_eps: float = 1e-4,
     tol: float = 1e-7,
@@ -45,7 +50,19 @@ def upgrad(
 
     Args:
       reduction: the preference `p`: `"mean"` (`1/T`, the paper's and torchjd's default) or
-        `"sum"` (`1`, T times larger steps).
+        `"sum"` (`1`, T times larger steps). Unused when `pref_vector` is given.
+      pref_vector: the preference `p` itself, one non-negative number per task in
+        sorted-name order, used as given (not normalised), as torchjd's
+        `UPGrad(pref_vector=...)` (`UPGradWeighting`: `U = diag(pref_vector)`, the rows of
+        `U` projected and summed; its default is the mean). The direction is then the
+        `p`-weighted sum of the projected task gradients, `Σ_t p_t π(g_t)` (π is positively
+        homogeneous), and `p = (1/T, …, 1/T)` is the default exactly. `None`: `reduction`.
+      normalize_rows: scale every task gradient to unit norm before the projection (asked
+        for by torchjd users; not in torchjd 0.8): the QPs use `Ĝ_ij = G_ij / (‖g_i‖ ‖g_j‖)`
+        (zero rows stay zero) and the weights are returned for the raw gradients,
+        `w_t = ŵ_t / ‖g_t‖` (0 for a zero gradient), so the direction is
+        `Σ_t ŵ_t g_t / ‖g_t‖`. It no longer depends on the scale of any single task's loss,
+        and its norm is that of a combination of unit vectors, not of the gradients.
       norm_eps: torchjd's `norm_eps` (1e-4).
       reg_eps: torchjd's `reg_eps` (1e-4); must be positive.
       tol: dual-feasibility tolerance of the active-set solver (see
@@ -72,19 +89,36 @@ def upgrad(
         max_iters=max_iters,
     )
 
+    pref_vector = check_pref_vector("upgrad", pref_vector)
+    if not isinstance(normalize_rows, bool):
+        raise ValueError(f"upgrad: normalize_rows must be a bool, got {normalize_rows!r}")
+
     def init(task_names):
-        del task_names
+        check_num_tasks("upgrad", "pref_vector", pref_vector, len(task_names))
         return UPGradState()
 
     def update(losses, state, *, key, gramian=None, rows=None):
         del losses, key, rows
         num_tasks = gramian.shape[0]
-        preference = 1.0 / num_tasks if reduction == "mean" else 1.0
+        check_num_tasks("upgrad", "pref_vector", pref_vector, num_tasks)
+        if pref_vector is None:
+            preference = 1.0 / num_tasks if reduction == "mean" else 1.0
+            targets = preference * jnp.eye(num_tasks, dtype=jnp.float32)
+        else:
+            targets = jnp.diag(jnp.asarray(pref_vector, jnp.float32))
+        if normalize_rows:
+            gramian = gramian.astype(jnp.float32)
+            norms = jnp.sqrt(jnp.maximum(jnp.diagonal(gramian), 0.0))
+            nonzero = norms > 0
+            inverse_norms = jnp.where(nonzero, 1.0 / jnp.where(nonzero, norms, 1.0), 0.0)
+            # Two multiplications keep G_ij / (‖g_i‖ ‖g_j‖) in range for norms near 1e±19.
+            gramian = gramian * inverse_norms[:, None] * inverse_norms[None, :]
         gram = normalize_and_regularize(gramian, norm_eps=norm_eps, reg_eps=reg_eps)
-        result = project_onto_dual_cone(
-            gram, preference * jnp.eye(num_tasks, dtype=jnp.float32), tol=tol, max_iters=max_iters
-        )
+        result = project_onto_dual_cone(gram, targets, tol=tol, max_iters=max_iters)
         metrics = {"solver_iterations": result.iterations, "solver_residual": result.residual}
-        return jnp.sum(result.weights, axis=0), state, metrics
+        weights = jnp.sum(result.weights, axis=0)
+        if normalize_rows:
+            weights = weights * inverse_norms
+        return weights, state, metrics
 
     return Weighting(init=init, update=update, kind=GRAMIAN)
