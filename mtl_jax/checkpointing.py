@@ -15,11 +15,20 @@ ignored (and removed) on the next start: the latest *complete* checkpoint is use
 Restoring compares the stored leaf shapes with the model's first (naming the leaf and
 both shapes) and the digest after reading, so a truncated or altered checkpoint stops
 with `CheckpointError` naming its directory rather than training from wrong values.
+
+Beside the two items, `<step>/manifest.json` (written once the checkpoint is complete)
+records the size and SHA-256 of every file of the `state` item; a restore checks the
+files against it before orbax reads them. A damaged array file is then named without
+reading it: orbax, when one of its reads fails, abandons the others, and tensorstore
+prints an "Event loop is closed" traceback for each that completes after orbax closed
+its event loop. A checkpoint without a manifest (older, or the process stopped between
+the rename and the manifest) is restored without this check.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -99,6 +108,34 @@ def compare_leaves(saved: Mapping[str, list], expected: Mapping[str, list]) -> l
     return problems
 
 
+MANIFEST = "manifest.json"
+
+
+def file_manifest(directory: Path) -> dict[str, list]:
+    """`{relative path: [size, SHA-256]}` of every file under `directory`."""
+    manifest = {}
+    for path in sorted(p for p in directory.rglob("*") if p.is_file()):
+        sha = hashlib.sha256()
+        with path.open("rb") as file:
+            for block in iter(lambda: file.read(1 << 20), b""):
+                sha.update(block)
+        manifest[str(path.relative_to(directory))] = [path.stat().st_size, sha.hexdigest()]
+    return manifest
+
+
+def manifest_problems(saved: Mapping[str, list], found: Mapping[str, list]) -> list[str]:
+    """What differs between a saved `file_manifest` and the files found now."""
+    problems = []
+    for name, (size, sha) in saved.items():
+        if name not in found:
+            problems.append(f"file {name!r} is missing")
+        elif found[name][0] != size:
+            problems.append(f"file {name!r} has {found[name][0]} bytes, {size} when saved")
+        elif found[name][1] != sha:
+            problems.append(f"file {name!r} has other bytes than when saved")
+    return problems
+
+
 class Checkpointer:
     """Saves and restores `(state, meta)` checkpoints under one directory.
 
@@ -146,6 +183,12 @@ class Checkpointer:
             force=True,
         )
         self._manager.wait_until_finished()
+        if jax.process_index() == 0:
+            where = self.step_directory(step)
+            manifest = json.dumps(file_manifest(where / "state"), indent=1).encode()
+            temporary = where / f".{MANIFEST}.tmp"
+            temporary.write_bytes(manifest)
+            temporary.replace(where / MANIFEST)
 
     def restore(self, step: int, abstract_state: PyTree) -> tuple[PyTree, dict[str, Any]]:
         """Restores the checkpoint of `step` into the structure and shardings of
@@ -160,6 +203,20 @@ class Checkpointer:
             or when the restored bytes do not match the digest written with them.
         """
         where = self.step_directory(step)
+        if (where / MANIFEST).is_file():
+            try:
+                saved = json.loads((where / MANIFEST).read_text())
+            except ValueError as error:
+                raise CheckpointError(
+                    f"checkpoint {str(where)!r} is corrupt or truncated (its {MANIFEST} cannot "
+                    f"be read: {_brief(error)}); move it away to resume from an earlier checkpoint"
+                ) from error
+            problems = manifest_problems(saved, file_manifest(where / "state"))
+            if problems:
+                raise CheckpointError(
+                    f"checkpoint {str(where)!r} is corrupt or truncated ({'; '.join(problems[:5])}"
+                    "); move it away to resume from an earlier checkpoint"
+                )
         try:
             meta = self._manager.restore(
                 step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())

@@ -26,7 +26,7 @@ from mtl_jax import data, experiment, parallel, weighting
 from mtl_jax.checkpointing import Checkpointer
 from mtl_jax.config import load_config
 from mtl_jax.train import create_train_state
-from tests.cli import CONFIGS
+from tests.cli import CONFIGS, run_cli
 from tests.helpers import multi_mnist_setup
 
 EXIT_INVALID, EXIT_NON_FINITE, EXIT_CHECKPOINT = 2, 3, 4
@@ -336,6 +336,27 @@ def test_damaged_checkpoint_stops_naming_its_path(unfinished, damage, message):
     assert code == EXIT_CHECKPOINT
     assert f"checkpoint '{step_dir}'" in err and message in err, err
     assert snapshot(unfinished) == before  # no restart from scratch, the older one intact
+
+
+def test_damaged_checkpoint_stops_with_its_one_message(unfinished, data_dir):
+    # In a process of its own: orbax, when one read of a restore fails, abandons the
+    # others, and tensorstore prints "Event loop is closed" tracebacks to stderr for
+    # those; the manifest check names the damaged file before orbax reads anything.
+    _truncate(unfinished / "checkpoints" / "10")
+    done = run_cli(unfinished, *TRAINED_ARGS, data_dir=data_dir)
+    assert done.returncode == EXIT_CHECKPOINT, done.stderr[-3000:]
+    assert re.search(r"is corrupt or truncated \(file 'd/\w+' has \d+ bytes", done.stderr)
+    assert "Traceback" not in done.stderr, done.stderr[-3000:]
+
+
+def test_checkpoint_without_its_manifest_is_still_checked(unfinished):
+    # A checkpoint written before manifests existed: the digest still catches damage.
+    step_dir = unfinished / "checkpoints" / "10"
+    (step_dir / "manifest.json").unlink()
+    _flip_bytes(step_dir)
+    code, err = run_main(unfinished, *TRAINED_ARGS)
+    assert code == EXIT_CHECKPOINT
+    assert f"checkpoint '{step_dir}'" in err and "is corrupt" in err, err
 
 
 def test_checkpoint_of_other_shapes_names_the_leaf_and_both_shapes(unfinished):
