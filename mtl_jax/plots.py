@@ -25,6 +25,7 @@ import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first
 import numpy as np  # noqa: E402
 
 from mtl_jax.summary import Run  # noqa: E402
+from mtl_jax.tasks import is_per_class  # noqa: E402
 
 METRICS_FILE = "metrics.jsonl"
 RESULTS_FILE = "results.json"
@@ -132,7 +133,7 @@ def _eval_figure(evals: Sequence[dict], *, title: str, path: Path) -> None:
         keys = sorted(  # per-class metrics (`<task>/<metric>/<class>`) left out
             k
             for k in evals[0]["eval"]
-            if k.startswith(f"{task}/") and k != f"{task}/loss" and k.count("/") == 1
+            if k.startswith(f"{task}/") and k != f"{task}/loss" and not is_per_class(k)
         )
         for key in keys:
             ax.plot(steps, [r["eval"][key] for r in evals], marker=".", label=key.split("/", 1)[1])

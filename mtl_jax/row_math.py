@@ -73,3 +73,11 @@ def combine(weights: jax.Array, rows: PyTree, leaf_blocks: Sequence[int] | None 
             for leaf, block in zip(leaves, leaf_blocks, strict=True)
         ],
     )
+
+
+def gramian_norms_and_cosines(gram: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Gradient norms [..., T] and pairwise cosines [..., T, T] of Gramians [..., T, T]
+    (a cosine is 0 where either gradient is zero)."""
+    norms = jnp.sqrt(jnp.maximum(jnp.diagonal(gram, axis1=-2, axis2=-1), 0.0))
+    outer = norms[..., :, None] * norms[..., None, :]
+    return norms, jnp.where(outer > 0, gram / jnp.where(outer > 0, outer, 1.0), 0.0)

@@ -176,13 +176,6 @@ def check_step_options(
         )
 
 
-def _norms_and_cosines(gram: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Gradient norms [T] and pairwise cosines [T, T] (0 where a gradient is zero)."""
-    norms = jnp.sqrt(jnp.maximum(jnp.diagonal(gram), 0.0))
-    outer = norms[:, None] * norms[None, :]
-    return norms, jnp.where(outer > 0, gram / jnp.where(outer > 0, outer, 1.0), 0.0)
-
-
 def make_train_step(
     model: MultiTaskModel,
     tasks: Mapping[str, Task],
@@ -290,7 +283,7 @@ def make_train_step(
         return rows, jnp.sum(method_gramian, axis=0), method_gramian, blocks
 
     def diagnostics_of(gram):
-        norms, cosines = _norms_and_cosines(gram)
+        norms, cosines = row_math.gramian_norms_and_cosines(gram)
         return {"grad_norm": norms, "grad_cosine": cosines}
 
     def loss_method_gradient(pullbacks, state, image, key) -> SharedGradient:

@@ -7,6 +7,8 @@ from typing import Any
 
 import numpy as np
 
+from mtl_jax.tasks import is_per_class
+
 
 def train_record(step: int, metrics: Mapping[str, Any], names: Sequence[str]) -> dict:
     """One metrics.jsonl line of a train step: per-task vectors become {task: value}."""
@@ -62,9 +64,9 @@ def format_results(results: Mapping[str, float]) -> str:
     (`<task>/<metric>/<class>`, in results.json) are left out."""
     rows: dict[str, dict[str, float]] = {}
     for key, value in results.items():
-        task, metric = key.split("/", 1)
-        if "/" in metric:
+        if is_per_class(key):
             continue
+        task, metric = key.split("/", 1)
         rows.setdefault(task, {})[metric] = value
     lines = [f"{'task':<12} metrics"]
     for task in sorted(rows):

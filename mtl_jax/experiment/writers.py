@@ -52,6 +52,7 @@ from typing import IO, Any, Protocol, runtime_checkable
 from tqdm import tqdm
 
 from mtl_jax import workdir as wd
+from mtl_jax.tasks import is_per_class
 
 TENSORBOARD_EXTRA = "mtl-jax[tensorboard]"
 _EVENTS_PREFIX = "events.out.tfevents."
@@ -368,11 +369,13 @@ class ConsoleWriter(_Writer):
         if "eval" in record:
             if self.evals:
                 values = scalars(
-                    {k: record[k] for k in ("step", "eval", "select_eval") if k in record}
+                    {
+                        split: {k: v for k, v in record[split].items() if not is_per_class(k)}
+                        for split in ("eval", "select_eval")
+                        if split in record
+                    }
                 )
-                cells = " ".join(  # per-class `eval/<task>/<metric>/<class>` left out
-                    f"{tag}={_format_value(v)}" for tag, v in values.items() if tag.count("/") < 3
-                )
+                cells = " ".join(f"{tag}={_format_value(v)}" for tag, v in values.items())
                 self._write(f"step {record['step']}  {cells}")
         elif self.bar is not None and isinstance(record.get("loss"), Mapping):
             self.bar.set_postfix({n: f"{v:.3f}" for n, v in record["loss"].items()})

@@ -36,7 +36,6 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from mtl_jax import jacobian, param_blocks, row_math
@@ -87,13 +86,6 @@ def blocks_of(
     return ids, tuple(names)
 
 
-def cosines_of(gramians: jax.Array) -> jax.Array:
-    """Pairwise cosines [..., T, T] of Gramians [..., T, T] (0 where a gradient is zero)."""
-    norms = jnp.sqrt(jnp.maximum(jnp.diagonal(gramians, axis1=-2, axis2=-1), 0.0))
-    outer = norms[..., :, None] * norms[..., None, :]
-    return jnp.where(outer > 0, gramians / jnp.where(outer > 0, outer, 1.0), 0.0)
-
-
 def layer_cosines(
     model: MultiTaskModel,
     tasks: Mapping[str, Task],
@@ -128,7 +120,7 @@ def layer_cosines(
         pullbacks, strategy=jacobian_strategy, chunk_size=jacobian_chunk_size
     )
     ids, names = blocks_of(model, params["shared"], batch_stats["shared"], batch["image"], blocking)
-    return cosines_of(row_math.block_gramians(rows, ids, len(names)))
+    return row_math.gramian_norms_and_cosines(row_math.block_gramians(rows, ids, len(names)))[1]
 
 
 def make_conflict_step(

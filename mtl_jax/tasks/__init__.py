@@ -43,7 +43,7 @@ Examples:
     {'accuracy': 0.5, 'balanced_accuracy': 0.5, 'macro_f1': 0.3333}
 """
 
-from mtl_jax.tasks.base import HIGHER_IS_BETTER, LOWER_IS_BETTER, Task
+from mtl_jax.tasks.base import HIGHER_IS_BETTER, LOWER_IS_BETTER, Task, is_per_class
 from mtl_jax.tasks.boundary import Boundary
 from mtl_jax.tasks.classification import BinaryLabels, Classification
 from mtl_jax.tasks.dense import (
@@ -67,5 +67,6 @@ __all__ = [
     "Segmentation",
     "SurfaceNormal",
     "Task",
+    "is_per_class",
     "normalize",
 ]

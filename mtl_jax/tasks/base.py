@@ -14,10 +14,36 @@ HIGHER_IS_BETTER = 1
 LOWER_IS_BETTER = -1
 
 
+def ratio(numerator, denominator):
+    """`numerator / denominator` element-wise in float64, 0 where the denominator is 0
+    (scikit-learn's `zero_division=0`)."""
+    numerator = np.asarray(numerator, np.float64)
+    denominator = np.asarray(denominator, np.float64)
+    return np.where(denominator > 0, numerator / np.where(denominator > 0, denominator, 1), 0.0)
+
+
 def f1_score(tp, fp, fn):
     """F1 = 2tp / (2tp + fp + fn), defined as 0 when there is nothing to score."""
-    denominator = 2 * tp + fp + fn
-    return np.where(denominator > 0, 2 * tp / np.maximum(denominator, 1e-12), 0.0)
+    tp = np.asarray(tp)
+    return ratio(2 * tp, 2 * tp + fp + fn)
+
+
+def is_per_class(key: str) -> bool:
+    """Whether a `"<task>/<metric>"` results key is a per-class (or per-label) metric,
+    `"<task>/<metric>/<class>"`: results.json keeps those, tables and consoles leave
+    them out."""
+    return key.count("/") > 1
+
+
+def check_binary(name: str, target: np.ndarray, what: str = "targets") -> None:
+    """Raises ValueError naming the task if `target` has entries other than 0 and 1."""
+    target = np.asarray(target)
+    bad = (target != 0) & (target != 1)
+    if np.any(bad):
+        raise ValueError(
+            f"task {name!r}: {int(bad.sum())} {what} are not 0 or 1, e.g. "
+            f"{np.unique(target[bad])[:5].tolist()}"
+        )
 
 
 def check_labels(name: str, target: np.ndarray, num_classes: int, ignore_label: int) -> None:

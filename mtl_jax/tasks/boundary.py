@@ -19,7 +19,7 @@ import numpy as np
 from jax import lax
 
 from mtl_jax import losses
-from mtl_jax.tasks.base import HIGHER_IS_BETTER, Task, f1_score
+from mtl_jax.tasks.base import HIGHER_IS_BETTER, Task, check_binary, f1_score, ratio
 
 # Thresholds at which the F-measures and the precision/recall curve are evaluated:
 # probabilities 0.01, 0.02, ..., 0.99, BSDS's default grid (nthresh = 99); a pixel is
@@ -229,13 +229,6 @@ def _image_scale_sums(tp: jax.Array, fp: jax.Array, fn: jax.Array) -> dict[str, 
     return {"tp": at_best(tp), "fp": at_best(fp), "fn": at_best(fn)}
 
 
-def _ratio(numerator, denominator):
-    """`numerator / denominator` (float64), 0 where the denominator is 0."""
-    numerator = np.asarray(numerator, np.float64)
-    denominator = np.asarray(denominator, np.float64)
-    return np.where(denominator > 0, numerator / np.maximum(denominator, 1), 0.0)
-
-
 def average_precision(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> float:
     """Step-wise area under the precision/recall curve of counts at increasing thresholds.
 
@@ -252,8 +245,8 @@ def average_precision(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> float:
       >>> average_precision(np.array([2, 1]), np.array([2, 0]), np.array([0, 1]))
       0.75
     """
-    recall = _ratio(tp, np.asarray(tp) + np.asarray(fn))
-    precision = _ratio(tp, np.asarray(tp) + np.asarray(fp))
+    recall = ratio(tp, np.asarray(tp) + np.asarray(fn))
+    precision = ratio(tp, np.asarray(tp) + np.asarray(fp))
     return float(np.sum((recall - np.append(recall[1:], 0.0)) * precision))
 
 
@@ -267,11 +260,11 @@ def _scores(stats: dict[str, np.ndarray], prefix: str, suffix: str) -> dict[str,
         "ods_f": float(np.max(f1)),
         "ois_f": float(f1_score(*(np.float64(x) for x in ois))),
         "ap": average_precision(tp, fp, fn),
-        "precision": float(_ratio(tp[h], tp[h] + fp[h])),
-        "recall": float(_ratio(tp[h], tp[h] + fn[h])),
+        "precision": float(ratio(tp[h], tp[h] + fp[h])),
+        "recall": float(ratio(tp[h], tp[h] + fn[h])),
     }
     if not suffix:
-        scores["iou"] = float(_ratio(tp[h], tp[h] + fp[h] + fn[h]))
+        scores["iou"] = float(ratio(tp[h], tp[h] + fp[h] + fn[h]))
     return {f"{key}{suffix}": value for key, value in scores.items()}
 
 
@@ -444,9 +437,4 @@ class Boundary(Task):
 
     def check_targets(self, target):
         super().check_targets(target)
-        bad = (target != 0) & (target != 1)
-        if np.any(bad):
-            raise ValueError(
-                f"task {self.name!r}: {int(bad.sum())} boundary targets are not 0 or 1, e.g. "
-                f"{np.unique(np.asarray(target)[bad])[:5].tolist()}"
-            )
+        check_binary(self.name, target, "boundary targets")

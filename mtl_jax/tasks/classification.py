@@ -9,21 +9,20 @@ import jax.numpy as jnp
 import numpy as np
 
 from mtl_jax import losses
-from mtl_jax.tasks.base import HIGHER_IS_BETTER, Task, check_labels, f1_score
+from mtl_jax.tasks.base import (
+    HIGHER_IS_BETTER,
+    Task,
+    check_binary,
+    check_labels,
+    f1_score,
+    ratio,
+)
 
 CLASSIFICATION_LOSSES = ("cross_entropy", "focal", "logit_adjusted", "balanced_softmax")
 BINARY_LOSSES = ("bce", "focal")
 
 # The top-k accuracies reported when `Classification.top_k` is None.
 _DEFAULT_TOP_K = 5
-
-
-def _ratio(numerator, denominator):
-    """`numerator / denominator` element-wise, 0 where the denominator is 0
-    (scikit-learn's `zero_division=0`)."""
-    numerator = np.asarray(numerator, np.float64)
-    denominator = np.asarray(denominator, np.float64)
-    return np.where(denominator > 0, numerator / np.maximum(denominator, 1e-300), 0.0)
 
 
 def _mean(values) -> float:
@@ -210,17 +209,17 @@ class Classification(Task):
         tp = np.diag(confusion)
         support = confusion.sum(axis=1)  # true
         predicted = confusion.sum(axis=0)
-        precision = _ratio(tp, predicted)
-        recall = _ratio(tp, support)
-        f1 = _ratio(2 * tp, support + predicted)
+        precision = ratio(tp, predicted)
+        recall = ratio(tp, support)
+        f1 = ratio(2 * tp, support + predicted)
         present = (support > 0) | (predicted > 0)
-        metrics = {"accuracy": float(_ratio(tp.sum(), total))}
+        metrics = {"accuracy": float(ratio(tp.sum(), total))}
         for k in self.top_ks:
-            metrics[f"top{k}_accuracy"] = float(_ratio(stats[f"top{k}_correct"], total))
+            metrics[f"top{k}_accuracy"] = float(ratio(stats[f"top{k}_correct"], total))
         metrics["precision_macro"] = _mean(precision[present])
         metrics["recall_macro"] = _mean(recall[present])
         metrics["macro_f1"] = _mean(f1[present])
-        metrics["weighted_f1"] = float(_ratio(np.sum(support * f1), total))
+        metrics["weighted_f1"] = float(ratio(np.sum(support * f1), total))
         metrics["balanced_accuracy"] = _mean(recall[support > 0])
         for prefix, values in (("precision", precision), ("recall", recall), ("f1", f1)):
             for label, value in zip(self._class_labels(), values, strict=True):
@@ -321,20 +320,20 @@ class BinaryLabels(Task):
         tp, fp, fn, tn = (np.asarray(stats[k], np.float64) for k in ("tp", "fp", "fn", "tn"))
         total = np.sum(tp + fp + fn + tn)
         positives, negatives = tp + fn, tn + fp
-        precision = _ratio(tp, tp + fp)
-        recall = _ratio(tp, positives)
+        precision = ratio(tp, tp + fp)
+        recall = ratio(tp, positives)
         f1 = f1_score(tp, fp, fn)
         # Per label: the mean of the recalls of the classes present in the truth.
-        rates = _ratio(tp, positives) + _ratio(tn, negatives)
-        balanced = _ratio(rates, (positives > 0).astype(int) + (negatives > 0))
+        rates = ratio(tp, positives) + ratio(tn, negatives)
+        balanced = ratio(rates, (positives > 0).astype(int) + (negatives > 0))
         # Every rate is 0 without examples, so an empty split gives zeros throughout.
         metrics = {
-            "accuracy": float(_ratio(np.sum(tp + tn), total)),
+            "accuracy": float(ratio(np.sum(tp + tn), total)),
             "f1": _mean(f1),
             "precision_macro": _mean(precision),
             "recall_macro": _mean(recall),
             "macro_f1": _mean(f1),
-            "weighted_f1": float(_ratio(np.sum(positives * f1), np.sum(positives))),
+            "weighted_f1": float(ratio(np.sum(positives * f1), np.sum(positives))),
             "balanced_accuracy": _mean(balanced),
         }
         labels = list(self.label_names) or [str(i) for i in range(self.num_labels)]
@@ -354,9 +353,4 @@ class BinaryLabels(Task):
 
     def check_targets(self, target):
         super().check_targets(target)
-        bad = (target != 0) & (target != 1)
-        if np.any(bad):
-            raise ValueError(
-                f"task {self.name!r}: {int(bad.sum())} targets are not 0 or 1, e.g. "
-                f"{np.unique(np.asarray(target)[bad])[:5].tolist()}"
-            )
+        check_binary(self.name, target)
