@@ -19,6 +19,7 @@ from mtl_jax.weighting._aligned_mtl import AlignedMTLState, aligned_mtl
 from mtl_jax.weighting._base import GRAMIAN, JACOBIAN, KINDS, LOSS, Weighting
 from mtl_jax.weighting._cagrad import CAGradState, cagrad
 from mtl_jax.weighting._config import ConFIGState, config
+from mtl_jax.weighting._cr_mogm import CRMOGMState, cr_mogm
 from mtl_jax.weighting._db_mtl import DBMTLState, db_mtl
 from mtl_jax.weighting._dual_cone import DualConeResult, project_onto_dual_cone
 from mtl_jax.weighting._dualproj import DualProjState, dualproj
@@ -53,6 +54,7 @@ METHODS = (
     "aligned_mtl",
     "cagrad",
     "config",
+    "cr_mogm",
     "db_mtl",
     "dualproj",
     "dwa",
@@ -89,6 +91,7 @@ __all__ = [
     "METHODS",
     "AlignedMTLState",
     "CAGradState",
+    "CRMOGMState",
     "ConFIGState",
     "DBMTLState",
     "DWAState",
@@ -123,6 +126,7 @@ __all__ = [
     "aligned_mtl",
     "cagrad",
     "config",
+    "cr_mogm",
     "create",
     "db_mtl",
     "default_task_names",
