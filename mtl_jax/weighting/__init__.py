@@ -41,6 +41,7 @@ from mtl_jax.weighting._mgda import MGDAState, mgda
 from mtl_jax.weighting._min_norm import MinNormResult, min_norm_simplex
 from mtl_jax.weighting._moco import MoCoState, moco
 from mtl_jax.weighting._nash_mtl import NashMTLState, nash_mtl
+from mtl_jax.weighting._pbi import PBIState, pbi
 from mtl_jax.weighting._pcgrad import PCGradState, pcgrad
 from mtl_jax.weighting._rlw import RLWState, rlw
 from mtl_jax.weighting._scale_invariant import ScaleInvariantState, scale_invariant
@@ -74,6 +75,7 @@ METHODS = (
     "mgda",
     "moco",
     "nash_mtl",
+    "pbi",
     "pcgrad",
     "rlw",
     "scale_invariant",
@@ -114,6 +116,7 @@ __all__ = [
     "MinNormResult",
     "MoCoState",
     "NashMTLState",
+    "PBIState",
     "PCGradState",
     "RLWState",
     "STCHState",
@@ -150,6 +153,7 @@ __all__ = [
     "min_norm_simplex",
     "moco",
     "nash_mtl",
+    "pbi",
     "pcgrad",
     "project_onto_dual_cone",
     "rlw",
