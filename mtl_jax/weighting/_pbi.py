@@ -68,10 +68,11 @@ def pbi(
     exactly on it float32 rounding leaves a `d2` of that size whose direction is noise.
     Every weight is finite, at most `1 + θ` in absolute value.
 
-    torchjd (`SimplexLab/TorchJD`, `src/torchjd/scalarization/_pbi.py`) has `PBI(theta, weights, reference=None)`: `theta` and the preference
-    `weights` have no defaults, `reference=None` is the origin, and `d2` is smoothed as
-    `sqrt(‖p‖² + 1e-12)` instead of taking the subgradient on the ray. Its docstring
-    says the paper uses `θ = 5` in its experiments; that is the default here (not checked
+    torchjd (`SimplexLab/TorchJD`, `src/torchjd/scalarization/_pbi.py`) has
+    `PBI(theta, weights, reference=None)`: `theta` and the preference `weights` have no
+    defaults, `reference=None` is the origin, and `d2` is smoothed as
+    `sqrt(‖p‖² + 1e-12)` instead of taking the subgradient on the ray. Its docstring says
+    the paper uses `θ = 5` in its experiments; that is the default here (not checked
     against the paper's text for this library).
 
     Args:
