@@ -215,3 +215,21 @@ def test_built_from_config_options():
     assert {"solver_iterations", "solver_residual", "direction_norm", "inner_weights"} <= set(
         metrics
     )
+
+
+def test_uniform_start_smooths_from_one_over_t():
+    """`start="uniform"` (torchjd's prior): the first weights are `(1 − α)/T + α λ̂_0`."""
+    method = cr_mogm(inner="imtl_g", alpha=0.25, start="uniform")
+    inner = weighting.create("imtl_g")
+    gram = jnp.array([[2.0, 0.3, 0.1], [0.3, 1.0, -0.2], [0.1, -0.2, 0.5]])
+    state, inner_state = method.init(("a", "b", "c")), inner.init(("a", "b", "c"))
+    weights, state, _ = method.update(None, state, key=None, gramian=gram)
+    expected, _, _ = inner.update(None, inner_state, key=None, gramian=gram)
+    np.testing.assert_allclose(weights, 0.75 / 3 + 0.25 * np.asarray(expected), rtol=1e-6)
+    second, _, _ = method.update(None, state, key=None, gramian=gram)
+    np.testing.assert_allclose(second, 0.75 * weights + 0.25 * np.asarray(expected), rtol=1e-6)
+
+
+def test_bad_start_names_the_option():
+    with pytest.raises(ValueError, match="start must be"):
+        cr_mogm(start="zeros")

@@ -15,8 +15,8 @@ from mtl_jax.weighting._base import GRAMIAN, Weighting
 
 class CRMOGMState(NamedTuple):
     """The inner method's state `inner`, the smoothed weights `weights` of the previous
-    step (`λ_{k−1}`, [T] or [B, T] like the inner method's; unused before the first step)
-    and the update counter `step` (0 before the first step)."""
+    step (`λ_{k−1}`, [T] or [B, T] like the inner method's; the uniform prior `1/T`
+    before the first step) and the update counter `step` (0 before the first step)."""
 
     inner: Any
     weights: jax.Array
@@ -27,6 +27,7 @@ def cr_mogm(
     *,
     inner: str | Weighting = "mgda",
     alpha: float = 0.5,
+    start: str = "inner",
     inner_kwargs: Mapping[str, Any] | None = None,
 ) -> Weighting:
     """CR-MOGM, Zhou et al., "On the Convergence of Stochastic Multi-Objective Gradient
@@ -46,9 +47,15 @@ def cr_mogm(
     fraction `α`.
 
     Conventions that change numbers:
-      * Initialisation: `λ_0 = λ̂_0`, the inner method's weights on the first step (not
-        a uniform vector, and not a zero vector, which would shrink the first updates
-        by `(1 − α)^k`).
+      * Initialisation (`start`): `"inner"` (default) takes `λ_0 = λ̂_0`, the inner
+        method's weights on the first step; `"uniform"` smooths from a prior
+        `λ_{−1} = 1/T` (torchjd's `CRMOGMWeighting`, which starts from `1/m`), so the
+        first weights are `(1 − α)/T + α λ̂_0`. A zero prior is not offered: it would
+        shrink the first updates.
+      * torchjd writes the EMA the other way round, `λ_k = a λ_{k−1} + (1 − a) λ̂_k`:
+        its `alpha` is `1 − alpha` here. Its constructor's default is `alpha=0.1` (0.9
+        here) while its docstring speaks of 0.9 (`src/torchjd/aggregation/_cr_mogm.py`);
+        pass the value you mean.
       * `α` is a constant (default 0.5, this library's choice).
       * The inner method runs every step with its own state, as it would alone; only its
         weights are smoothed (a cached-weights option such as `nash_mtl`'s
@@ -60,6 +67,7 @@ def cr_mogm(
         an import path `"package.module:factory"`), built with `inner_kwargs`, or a
         `Weighting` already built.
       alpha: EMA rate in (0, 1]; 1 reproduces the inner method.
+      start: `"inner"` or `"uniform"`, the initialisation above.
       inner_kwargs: the inner method's options when `inner` is a name (checked by
         `mtl_jax.weighting.create`).
 
@@ -96,6 +104,8 @@ def cr_mogm(
     ):
         raise ValueError(f"cr_mogm: alpha must be a number in (0, 1], got {alpha!r}")
     alpha = float(alpha)
+    if start not in ("inner", "uniform"):
+        raise ValueError(f"cr_mogm: start must be 'inner' or 'uniform', got {start!r}")
     method = _inner_method(inner, inner_kwargs)
 
     def init(task_names, row=None):
@@ -114,7 +124,7 @@ def cr_mogm(
         )
         return CRMOGMState(
             inner=inner_state,
-            weights=jnp.zeros(shape.shape, shape.dtype),
+            weights=jnp.full(shape.shape, 1.0 / num_tasks, shape.dtype),
             step=jnp.asarray(0, jnp.int32),
         )
 
@@ -124,7 +134,9 @@ def cr_mogm(
             losses, state.inner, key=key, gramian=gramian
         )
         smoothed = (1.0 - alpha) * state.weights + alpha * raw
-        weights = jnp.where(state.step == 0, raw, smoothed).astype(state.weights.dtype)
+        if start == "inner":
+            smoothed = jnp.where(state.step == 0, raw, smoothed)
+        weights = smoothed.astype(state.weights.dtype)
         metrics = {**inner_metrics, "inner_weights": raw}
         return weights, CRMOGMState(inner_state, weights, state.step + 1), metrics
 
