@@ -42,6 +42,7 @@ from mtl_jax.weighting._min_norm import MinNormResult, min_norm_simplex
 from mtl_jax.weighting._moco import MoCoState, moco
 from mtl_jax.weighting._nash_mtl import NashMTLState, nash_mtl
 from mtl_jax.weighting._pbi import PBIState, pbi
+from mtl_jax.weighting._pcd import PCDState, pcd
 from mtl_jax.weighting._pcgrad import PCGradState, pcgrad
 from mtl_jax.weighting._rlw import RLWState, rlw
 from mtl_jax.weighting._scale_invariant import ScaleInvariantState, scale_invariant
@@ -76,6 +77,7 @@ METHODS = (
     "moco",
     "nash_mtl",
     "pbi",
+    "pcd",
     "pcgrad",
     "rlw",
     "scale_invariant",
@@ -117,6 +119,7 @@ __all__ = [
     "MoCoState",
     "NashMTLState",
     "PBIState",
+    "PCDState",
     "PCGradState",
     "RLWState",
     "STCHState",
@@ -154,6 +157,7 @@ __all__ = [
     "moco",
     "nash_mtl",
     "pbi",
+    "pcd",
     "pcgrad",
     "project_onto_dual_cone",
     "rlw",
