@@ -10,6 +10,16 @@ import pytest
 
 from mtl_jax.weighting._dual_cone import normalize_and_regularize, project_onto_dual_cone
 
+# The dual-cone methods' default regulariser (`reg_eps`), shared by their reference tests.
+REG_EPS = 1e-4
+
+
+def reference_gramian(jac: np.ndarray, reg_eps: float = REG_EPS) -> np.ndarray:
+    """`G / tr G + εI` in float64, the Gramian that upgrad and dualproj project with."""
+    jac = np.asarray(jac, np.float64)
+    gram = jac @ jac.T
+    return gram / np.trace(gram) + reg_eps * np.eye(len(jac))
+
 
 def brute_force_projection(gram: np.ndarray, u: np.ndarray) -> np.ndarray:
     """`argmin_{v ≥ u} vᵀGv` for positive-definite G by enumerating active sets (float64).

@@ -10,17 +10,12 @@ import pytest
 from mtl_jax import weighting
 from mtl_jax.weighting._dualproj import dualproj
 from tests.banks import bank_params, jacobian_bank
-from tests.test_dual_cone import brute_force_projection
-
-REG_EPS = 1e-4
+from tests.test_dual_cone import REG_EPS, brute_force_projection, reference_gramian
 
 
 def reference_weights(jac: np.ndarray) -> np.ndarray:
     """DualProj weights in float64: argmin_{v ≥ 1/T} vᵀ(G/tr G + εI)v, by brute force."""
-    jac = np.asarray(jac, np.float64)
-    gram = jac @ jac.T
-    gram = gram / np.trace(gram) + REG_EPS * np.eye(len(jac))
-    return brute_force_projection(gram, np.full(len(jac), 1.0 / len(jac)))
+    return brute_force_projection(reference_gramian(jac), np.full(len(jac), 1.0 / len(jac)))
 
 
 def test_torchjd_docstring_example():
@@ -103,10 +98,7 @@ def test_pref_vector_projects_the_weighted_sum(pref):
     """w = argmin_{v ≥ p} vᵀĜv: the projection of Σ_t p_t g_t onto the dual cone."""
     jac = jacobian_bank()["conflicting"]
     _, weights, _ = weighting.aggregate(dualproj(pref_vector=pref), jnp.asarray(jac))
-    jac64 = np.asarray(jac, np.float64)
-    gram = jac64 @ jac64.T
-    gram = gram / np.trace(gram) + REG_EPS * np.eye(3)
-    expected = brute_force_projection(gram, np.asarray(pref))
+    expected = brute_force_projection(reference_gramian(jac), np.asarray(pref))
     np.testing.assert_allclose(weights, expected, atol=2e-3 * np.abs(expected).max())
 
 

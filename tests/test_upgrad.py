@@ -11,16 +11,12 @@ from mtl_jax import weighting
 from mtl_jax.weighting._dual_cone import normalize_and_regularize
 from mtl_jax.weighting._upgrad import upgrad
 from tests.banks import bank_params, jacobian_bank
-from tests.test_dual_cone import brute_force_projection
-
-REG_EPS = 1e-4
+from tests.test_dual_cone import REG_EPS, brute_force_projection, reference_gramian
 
 
 def reference_weights(jac: np.ndarray, reg_eps: float = REG_EPS) -> np.ndarray:
     """UPGrad weights in float64: Σ_t argmin_{v ≥ e_t/T} vᵀ(G/tr G + εI)v, by brute force."""
-    jac = np.asarray(jac, np.float64)
-    gram = jac @ jac.T
-    gram = gram / np.trace(gram) + reg_eps * np.eye(len(jac))
+    gram = reference_gramian(jac, reg_eps)
     eye = np.eye(len(jac)) / len(jac)
     return sum(brute_force_projection(gram, eye[t]) for t in range(len(jac)))
 
@@ -125,9 +121,7 @@ def test_pref_vector_weights_the_projected_rows(pref):
     """w = Σ_t p_t v⁽ᵗ⁾ with v⁽ᵗ⁾ = argmin_{v ≥ e_t} vᵀĜv: the p-weighted sum of π(g_t)."""
     jac = jacobian_bank()["conflicting"]
     _, weights, _ = weighting.aggregate(upgrad(pref_vector=pref), jnp.asarray(jac))
-    jac64 = np.asarray(jac, np.float64)
-    gram = jac64 @ jac64.T
-    gram = gram / np.trace(gram) + REG_EPS * np.eye(3)
+    gram = reference_gramian(jac)
     projections = [brute_force_projection(gram, np.eye(3)[t]) for t in range(3)]
     expected = sum(p * v for p, v in zip(pref, projections, strict=True))
     # One-hot on task k (the first two cases): w = v⁽ᵏ⁾, the projection of g_k alone.
