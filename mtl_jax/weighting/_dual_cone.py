@@ -74,20 +74,27 @@ def check_dual_cone_options(
         raise ValueError(f"{name}: max_iters must be >= 1, got {max_iters!r}")
 
 
+def check_numbers(name: str, option: str, value) -> tuple[float, ...]:
+    """Validates a per-task option given as a non-empty sequence of finite numbers (not
+    bools) and returns it as a tuple of floats."""
+    values = np.asarray(value, dtype=object)
+    if values.ndim != 1 or values.size == 0:
+        raise ValueError(f"{name}: {option} must be a non-empty sequence of numbers, got {value!r}")
+    if any(isinstance(v, bool) or not isinstance(v, int | float | np.number) for v in values):
+        raise ValueError(f"{name}: {option} must hold numbers, got {value!r}")
+    floats = tuple(float(v) for v in values)
+    if not all(math.isfinite(v) for v in floats):
+        raise ValueError(f"{name}: {option} must be finite, got {value!r}")
+    return floats
+
+
 def check_pref_vector(name: str, pref_vector) -> tuple[float, ...] | None:
     """Validates a preference vector option (a sequence of T numbers, non-negative, finite,
     not all zero) and returns it as a tuple of floats; `None` stays `None`."""
     if pref_vector is None:
         return None
-    values = np.asarray(pref_vector, dtype=object)
-    if values.ndim != 1 or values.size == 0:
-        raise ValueError(
-            f"{name}: pref_vector must be a non-empty sequence of numbers, got {pref_vector!r}"
-        )
-    if any(isinstance(v, bool) or not isinstance(v, int | float | np.number) for v in values):
-        raise ValueError(f"{name}: pref_vector must hold numbers, got {pref_vector!r}")
-    floats = tuple(float(v) for v in values)
-    if not all(math.isfinite(v) and v >= 0 for v in floats) or not any(floats):
+    floats = check_numbers(name, "pref_vector", pref_vector)
+    if not all(v >= 0 for v in floats) or not any(floats):
         raise ValueError(
             f"{name}: pref_vector must be finite and non-negative with a positive entry, "
             f"got {pref_vector!r}"

@@ -8,10 +8,9 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from mtl_jax.weighting._base import LOSS, Weighting
-from mtl_jax.weighting._dual_cone import check_num_tasks, check_pref_vector
+from mtl_jax.weighting._dual_cone import check_num_tasks, check_numbers, check_pref_vector
 
 # `d2` at most this fraction of `‖L − z*‖` counts as zero: float32 rounding of the
 # projection leaves `d2` of ~1e-7 · ‖L − z*‖ for losses exactly on the ray, whose
@@ -21,20 +20,6 @@ ON_RAY_TOLERANCE = 1e-6
 
 class PBIState(NamedTuple):
     """`pbi` keeps no state."""
-
-
-def _check_ideal(ideal) -> tuple[float, ...] | None:
-    if ideal is None:
-        return None
-    values = np.asarray(ideal, dtype=object)
-    if values.ndim != 1 or values.size == 0:
-        raise ValueError(f"pbi: ideal must be a non-empty sequence of numbers, got {ideal!r}")
-    if any(isinstance(v, bool) or not isinstance(v, int | float | np.number) for v in values):
-        raise ValueError(f"pbi: ideal must hold numbers, got {ideal!r}")
-    floats = tuple(float(v) for v in values)
-    if not all(math.isfinite(v) for v in floats):
-        raise ValueError(f"pbi: ideal must be finite, got {ideal!r}")
-    return floats
 
 
 def pbi(
@@ -106,7 +91,7 @@ def pbi(
     ):
         raise ValueError(f"pbi: penalty must be a finite number >= 0, got {penalty!r}")
     pref_vector = check_pref_vector("pbi", pref_vector)
-    ideal = _check_ideal(ideal)
+    ideal = None if ideal is None else check_numbers("pbi", "ideal", ideal)
     penalty = float(penalty)
 
     def check(num_tasks):
