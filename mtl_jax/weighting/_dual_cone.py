@@ -102,6 +102,16 @@ def check_pref_vector(name: str, pref_vector) -> tuple[float, ...] | None:
     return floats
 
 
+def preference_vector(
+    reduction: str, pref_vector: tuple[float, ...] | None, num_tasks: int
+) -> jax.Array:
+    """The [T] preference `p` of upgrad and dualproj: `pref_vector` as given, else
+    `reduction`'s `1/T` (`"mean"`) or `1` (`"sum"`) for every task."""
+    if pref_vector is not None:
+        return jnp.asarray(pref_vector, jnp.float32)
+    return jnp.full((num_tasks,), 1.0 / num_tasks if reduction == "mean" else 1.0, jnp.float32)
+
+
 def check_num_tasks(name: str, option: str, values: tuple | None, num_tasks: int) -> None:
     """Raises when a per-task option does not have one entry per task."""
     if values is not None and len(values) != num_tasks:

@@ -5,14 +5,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import NamedTuple
 
-import jax.numpy as jnp
-
 from mtl_jax.weighting._base import GRAMIAN, Weighting
 from mtl_jax.weighting._dual_cone import (
     check_dual_cone_options,
     check_num_tasks,
     check_pref_vector,
     normalize_and_regularize,
+    preference_vector,
     project_onto_dual_cone,
 )
 
@@ -86,11 +85,7 @@ def dualproj(
         del losses, key, rows
         num_tasks = gramian.shape[0]
         check_num_tasks("dualproj", "pref_vector", pref_vector, num_tasks)
-        if pref_vector is None:
-            preference = 1.0 / num_tasks if reduction == "mean" else 1.0
-            target = jnp.full((num_tasks,), preference, jnp.float32)
-        else:
-            target = jnp.asarray(pref_vector, jnp.float32)
+        target = preference_vector(reduction, pref_vector, num_tasks)
         gram = normalize_and_regularize(gramian, norm_eps=norm_eps, reg_eps=reg_eps)
         result = project_onto_dual_cone(gram, target, tol=tol, max_iters=max_iters)
         metrics = {"solver_iterations": result.iterations, "solver_residual": result.residual}

@@ -13,6 +13,7 @@ from mtl_jax.weighting._dual_cone import (
     check_num_tasks,
     check_pref_vector,
     normalize_and_regularize,
+    preference_vector,
     project_onto_dual_cone,
 )
 
@@ -101,11 +102,7 @@ def upgrad(
         del losses, key, rows
         num_tasks = gramian.shape[0]
         check_num_tasks("upgrad", "pref_vector", pref_vector, num_tasks)
-        if pref_vector is None:
-            preference = 1.0 / num_tasks if reduction == "mean" else 1.0
-            targets = preference * jnp.eye(num_tasks, dtype=jnp.float32)
-        else:
-            targets = jnp.diag(jnp.asarray(pref_vector, jnp.float32))
+        targets = jnp.diag(preference_vector(reduction, pref_vector, num_tasks))
         if normalize_rows:
             gramian = gramian.astype(jnp.float32)
             norms = jnp.sqrt(jnp.maximum(jnp.diagonal(gramian), 0.0))
