@@ -81,3 +81,9 @@ def gramian_norms_and_cosines(gram: jax.Array) -> tuple[jax.Array, jax.Array]:
     norms = jnp.sqrt(jnp.maximum(jnp.diagonal(gram, axis1=-2, axis2=-1), 0.0))
     outer = norms[..., :, None] * norms[..., None, :]
     return norms, jnp.where(outer > 0, gram / jnp.where(outer > 0, outer, 1.0), 0.0)
+
+
+def reciprocal_where(values: jax.Array, keep: jax.Array) -> jax.Array:
+    """`1 / values` where `keep`, 0 elsewhere, with no inf or nan in either branch (so
+    gradients through it stay finite): norms, eigenvalues and normalisers that may be 0."""
+    return jnp.where(keep, 1.0 / jnp.where(keep, values, 1.0), 0.0)

@@ -7,6 +7,7 @@ from typing import NamedTuple
 
 import jax.numpy as jnp
 
+from mtl_jax.row_math import reciprocal_where
 from mtl_jax.weighting._base import GRAMIAN, Weighting
 from mtl_jax.weighting._dual_cone import check_num_tasks, check_pref_vector
 
@@ -71,12 +72,12 @@ def config(*, rank_tol: float = 1e-5, pref_vector: Sequence[float] | None = None
         gram = gramian.astype(jnp.float32)
         norms = jnp.sqrt(jnp.maximum(jnp.diagonal(gram), 0.0))
         nonzero = norms > 0
-        inverse_norms = jnp.where(nonzero, 1.0 / jnp.where(nonzero, norms, 1.0), 0.0)
+        inverse_norms = reciprocal_where(norms, nonzero)
         # Dividing in two steps keeps G_ij / (‖g_i‖ ‖g_j‖) in range for norms near 1e±19.
         unit_gram = gram * inverse_norms[:, None] * inverse_norms[None, :]
         eigenvalues, eigenvectors = jnp.linalg.eigh(unit_gram)
         keep = eigenvalues > rank_tol * jnp.max(eigenvalues)
-        inverse_eigenvalues = jnp.where(keep, 1.0 / jnp.where(keep, eigenvalues, 1.0), 0.0)
+        inverse_eigenvalues = reciprocal_where(eigenvalues, keep)
         # a = Ĝ⁺ p (p = 1 by default); zero rows of Ĝ give exact zeros in its null space
         # only up to round-off.
         if pref_vector is None:

@@ -7,7 +7,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from mtl_jax.row_math import combine
+from mtl_jax.row_math import combine, reciprocal_where
 from mtl_jax.weighting._base import JACOBIAN, Weighting
 
 
@@ -77,7 +77,7 @@ def db_mtl(*, beta: float = 0.9, beta_sigma: float = 0.0, eps: float = 1e-8) -> 
         step = state.step + 1
         rate = beta / step.astype(jnp.float32) ** beta_sigma
         shifted = losses.astype(jnp.float32) + eps
-        inverse = jnp.where(shifted > 0, 1.0 / jnp.where(shifted > 0, shifted, 1.0), 0.0)
+        inverse = reciprocal_where(shifted, shifted > 0)
 
         def ema(buffer, leaf):
             log_grad = leaf * inverse.reshape((-1,) + (1,) * (leaf.ndim - 1)).astype(leaf.dtype)

@@ -7,6 +7,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from mtl_jax.row_math import reciprocal_where
 from mtl_jax.weighting._base import GRAMIAN, Weighting
 from mtl_jax.weighting._solvers import cosine_gramian
 
@@ -56,7 +57,7 @@ def equal_projection_weights(
     target = cos.active.astype(jnp.float32)
     eigenvalues, eigenvectors = jnp.linalg.eigh(cos.cosines)
     keep = eigenvalues > RCOND * jnp.max(jnp.abs(eigenvalues))
-    inverse = jnp.where(keep, 1.0 / jnp.where(keep, eigenvalues, 1.0), 0.0)
+    inverse = reciprocal_where(eigenvalues, keep)
     beta = eigenvectors @ (inverse * (eigenvectors.T @ target))
     # α_t ∝ β_t / (e^{s_t} n_t) on the scaled gradients; w_t = e^{s_t} α_t ∝ β_t / n_t.
     scaled_norms = cos.norms if log_scale is None else cos.norms * jnp.exp(log_scale)

@@ -6,6 +6,7 @@ from typing import NamedTuple
 
 import jax.numpy as jnp
 
+from mtl_jax.row_math import reciprocal_where
 from mtl_jax.weighting._base import GRAMIAN, Weighting
 from mtl_jax.weighting._min_norm import min_norm_simplex
 
@@ -78,7 +79,7 @@ def mgda(
             normalizer = losses
         else:
             normalizer = losses * norms
-        inverse = jnp.where(normalizer > 0, 1.0 / jnp.where(normalizer > 0, normalizer, 1.0), 0.0)
+        inverse = reciprocal_where(normalizer, normalizer > 0)
         result = min_norm_simplex(
             gramian * inverse[:, None] * inverse[None, :], max_iters=max_iters, tol=tol
         )

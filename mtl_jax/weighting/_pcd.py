@@ -9,6 +9,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from mtl_jax.row_math import reciprocal_where
 from mtl_jax.weighting._base import GRAMIAN, Weighting
 
 
@@ -228,9 +229,7 @@ def pcd(
         ema = beta * state.sq_norm_ema + (1.0 - beta) * sq_norms
         debiased = ema / (1.0 - beta ** step.astype(jnp.float32))
         denominators = jnp.sqrt(debiased + eps)
-        scales = jnp.where(
-            denominators > 0, 1.0 / jnp.where(denominators > 0, denominators, 1.0), 0.0
-        )
+        scales = reciprocal_where(denominators, denominators > 0)
         normalized = safe * scales[:, None] * scales[None, :]
         precision = 10.0 * float(jnp.finfo(jnp.float32).eps)
         atol = tol * jnp.maximum(jnp.max(jnp.diagonal(normalized)), jnp.finfo(jnp.float32).tiny)

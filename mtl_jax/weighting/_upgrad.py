@@ -7,6 +7,7 @@ from typing import NamedTuple
 
 import jax.numpy as jnp
 
+from mtl_jax.row_math import reciprocal_where
 from mtl_jax.weighting._base import GRAMIAN, Weighting
 from mtl_jax.weighting._dual_cone import (
     check_dual_cone_options,
@@ -107,7 +108,7 @@ def upgrad(
             gramian = gramian.astype(jnp.float32)
             norms = jnp.sqrt(jnp.maximum(jnp.diagonal(gramian), 0.0))
             nonzero = norms > 0
-            inverse_norms = jnp.where(nonzero, 1.0 / jnp.where(nonzero, norms, 1.0), 0.0)
+            inverse_norms = reciprocal_where(norms, nonzero)
             # Two multiplications keep G_ij / (‖g_i‖ ‖g_j‖) in range for norms near 1e±19.
             gramian = gramian * inverse_norms[:, None] * inverse_norms[None, :]
         gram = normalize_and_regularize(gramian, norm_eps=norm_eps, reg_eps=reg_eps)
