@@ -100,10 +100,22 @@ ADDED_KEYS: dict[str, Any] = {
 }
 
 
+# Config sections that change how fast a run goes, never a number it produces: a run
+# resumes, and a sweep reuses it, whatever they hold.
+NEUTRAL_SECTIONS = ("pipeline",)
+
+
+def _neutral(key: str) -> bool:
+    return key.split(".", 1)[0] in NEUTRAL_SECTIONS
+
+
 def config_differences(saved: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
     """`"key: saved X, now Y"` for every dotted key whose value differs (a key of
-    `ADDED_KEYS` absent from `saved` counts as holding its value there)."""
+    `ADDED_KEYS` absent from `saved` counts as holding its value there; the keys of
+    `NEUTRAL_SECTIONS` are not compared)."""
     old, new = _flatten(saved), _flatten(current)
+    old = {k: v for k, v in old.items() if not _neutral(k)}
+    new = {k: v for k, v in new.items() if not _neutral(k)}
     old = {**{k: v for k, v in ADDED_KEYS.items() if k in new}, **old}
 
     def show(flat: dict[str, Any], key: str) -> str:

@@ -131,3 +131,22 @@ def test_rerunning_a_finished_run_changes_none_of_its_outputs(reference, data_di
     assert again.returncode == 0, again.stderr[-3000:]
     assert "finished" in again.stderr
     assert outputs() == before
+
+
+def test_prefetching_run_killed_and_resumed_without_prefetch_is_bitwise_equal(
+    tmp_path, reference, data_dir, cache
+):
+    """grain threads and device prefetch change no batch, and the checkpointed data
+    position is that of the batches consumed (not those queued ahead): a run killed with
+    them on and resumed with them off equals the reference; the pipeline keys are no
+    config difference."""
+    workdir = tmp_path / "run"
+    pipeline = ("--config.pipeline.num_threads=2", "--config.pipeline.prefetch_to_device=3")
+    hook = AT_STEP.format(step=13, action="os.kill(os.getpid(), signal.SIGKILL)")
+    killed = run_cli(workdir, *ARGS, *pipeline, data_dir=data_dir, cache_dir=cache, hook=hook)
+    assert killed.returncode == -9, killed.stderr[-3000:]
+    assert "2 grain thread(s), 3 batch(es)" in (workdir / "train.log").read_text()
+    resumed = run_cli(workdir, *ARGS, data_dir=data_dir, cache_dir=cache)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert json.loads((workdir / "results.json").read_text())["resumed_from"] == 10
+    assert_bitwise_equal_runs(reference, workdir, STEPS)

@@ -106,6 +106,13 @@ def get_config() -> ml_collections.ConfigDict:
     # skipped, one more stops the run (0 = stop at the first).
     config.max_non_finite_skips = 0
 
+    # How training batches reach the devices; no result depends on these (a run resumes
+    # with other values). -1 = auto: 0 and 0 on a CPU, min(8, CPUs) and 2 on an
+    # accelerator (`mtl_jax.experiment.builders.pipeline_options`).
+    config.pipeline = ml_collections.ConfigDict()
+    config.pipeline.num_threads = -1  # grain threads assembling batches ahead
+    config.pipeline.prefetch_to_device = -1  # batches placed on the devices ahead of the step
+
     config.parallel = ml_collections.ConfigDict()
     config.parallel.num_devices = 0  # devices of the "data" mesh axis; 0 = all
     # Leaves of the train state with at least this many elements are split over the

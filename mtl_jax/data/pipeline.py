@@ -326,15 +326,18 @@ def train_batches(
     seed: int,
     augment: Augment | None = None,
     example_weights: np.ndarray | None = None,
+    num_threads: int = 0,
 ) -> grain.DatasetIterator:
     """Endless iterator of full training batches, reshuffled every epoch from `seed`.
 
     Grain iterates over batch numbers (per-element shuffling in Python would cost more
     than a LeNet step per batch), and `EpochPermutation` (or `WeightedDraw`, with
     `example_weights`) maps each to its example indices. The iterator supports grain's
-    `get_state` / `set_state`. Batches are
-    produced synchronously (no prefetch threads): gathering one is cheap, and threads
-    would compete with XLA for the cores (measured: `benchmarks/results/README.md`).
+    `get_state` / `set_state`. With `num_threads=0` (the default) batches are produced
+    synchronously: gathering one is cheap, and on a CPU threads compete with XLA for the
+    cores (measured: `benchmarks/results/README.md`). With `num_threads > 0` grain
+    assembles batches in that many threads, up to `2 * num_threads` ahead; the batches and
+    the iterator's state (the position of the next batch handed out) are the same.
 
     Args:
       arrays: the split's features; only `image` and the tasks' features are used.
@@ -348,7 +351,10 @@ def train_batches(
         (e.g. `sampler_weights`) and each batch draws its examples with replacement,
         `P(i) ∝ example_weights[i]` (`WeightedDraw`). An "epoch" then has no meaning for
         the iterator; the experiment still counts N // batch_size steps as one.
+      num_threads: grain threads assembling batches ahead (0 = in the caller's thread).
     """
+    if num_threads < 0:
+        raise ValueError(f"num_threads must be >= 0, got {num_threads}")
     size = len(arrays["image"])
     if size < batch_size:
         raise ValueError(f"training split has {size} examples, fewer than batch_size={batch_size}")
@@ -371,7 +377,8 @@ def train_batches(
         return to_batch(raw, task_names)
 
     dataset = grain.MapDataset.range(np.iinfo(np.int64).max).map(make_batch)
-    return iter(dataset.to_iter_dataset(grain.ReadOptions(num_threads=0, prefetch_buffer_size=0)))
+    options = grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=2 * num_threads)
+    return iter(dataset.to_iter_dataset(options))
 
 
 def eval_batches(arrays: Arrays, task_names: Sequence[str], *, batch_size: int) -> Iterator[dict]:

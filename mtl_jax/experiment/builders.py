@@ -325,6 +325,29 @@ def needs_steps_per_epoch(config: ml_collections.ConfigDict) -> bool:
     )
 
 
+def pipeline_options(config: ml_collections.ConfigDict) -> tuple[int, int]:
+    """`(grain threads, batches prefetched to the devices)` of `config.pipeline`, with
+    `-1` (auto) resolved for the backend: on a CPU both are 0 (the host threads would take
+    cores from XLA's own: measured in `benchmarks/results/README.md`), on an accelerator
+    `min(8, CPUs)` threads and 2 batches ahead.
+
+    Raises:
+      ConfigError: naming the key, for a value below -1.
+    """
+    on_cpu = jax.default_backend() == "cpu"
+    auto = {
+        "num_threads": 0 if on_cpu else min(8, os.cpu_count() or 1),
+        "prefetch_to_device": 0 if on_cpu else 2,
+    }
+    values = []
+    for key, default in auto.items():
+        value = config.pipeline[key]
+        if value < -1:
+            raise ConfigError(f"config key 'pipeline.{key}' is {value}; use -1 (auto) or >= 0")
+        values.append(default if value == -1 else value)
+    return values[0], values[1]
+
+
 def step_options(config: ml_collections.ConfigDict) -> dict:
     """The keyword options of `make_train_step` that the config sets."""
     w = config.weighting
@@ -379,6 +402,7 @@ def build_experiment(
     tasks = {name: available[name] for name in sorted(requested)}
     tasks, effective, counted = task_options.apply_task_options(config, tasks, class_counts)
     _check_sampler(config, tasks)
+    pipeline_options(config)
     try:
         augment = spec.choose_augment(config.dataset.augment)
     except ValueError as error:

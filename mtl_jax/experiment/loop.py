@@ -31,12 +31,14 @@ from mtl_jax import data, parallel, provenance
 from mtl_jax import workdir as wd
 from mtl_jax.checkpointing import Checkpointer
 from mtl_jax.config import ConfigError
+from mtl_jax.data.prefetch import DevicePrefetcher
 from mtl_jax.experiment import records as rec
 from mtl_jax.experiment.builders import (
     Experiment,
     build_experiment,
     learning_rate_schedule,
     monitors_loss,
+    pipeline_options,
     plateau_scale,
     step_options,
 )
@@ -201,7 +203,13 @@ def _kept(checkpointer: Checkpointer) -> str:
 
 def _train(run: _Run, stop: StopFlag, progress: bool, start: float) -> dict[str, Any]:
     config, names, workdir = run.config, run.exp.task_names, run.workdir
-    train_iter = make_train_batches(config, run.exp, run.splits["train"])
+    num_threads, ahead = pipeline_options(config)
+    train_iter = make_train_batches(config, run.exp, run.splits["train"], num_threads=num_threads)
+    if num_threads or ahead:
+        run.notes.append(
+            f"input pipeline: {num_threads} grain thread(s), {ahead} batch(es) placed on the "
+            "devices ahead of the step"
+        )
     example = jax.ShapeDtypeStruct((config.batch_size, *run.image_shape), jnp.float32)
     abstract = jax.eval_shape(run.init_state, example)
     shardings = parallel.state_shardings(
@@ -214,6 +222,9 @@ def _train(run: _Run, stop: StopFlag, progress: bool, start: float) -> dict[str,
     metrics_path = workdir / wd.METRICS_FILE
     with contextlib.ExitStack() as stack:
         stack.callback(checkpointer.close)
+        batches = stack.enter_context(
+            DevicePrefetcher(train_iter, lambda b: parallel.shard_batch(b, run.mesh), ahead)
+        )
         # Restore (the state, the data position, the skip count) or start from step 0.
         latest = checkpointer.latest_step()
         skips = 0
@@ -233,7 +244,7 @@ def _train(run: _Run, stop: StopFlag, progress: bool, start: float) -> dict[str,
                 )
         else:
             state, meta = checkpointer.restore(latest, abstract)
-            train_iter.set_state(meta["data_iterator"])
+            batches.set_state(meta["data_iterator"])
             skips = meta["non_finite_skips"]
             run.notes.append(f"resuming from {str(checkpointer.step_directory(latest))!r}")
         first = (latest or 0) + 1
@@ -291,7 +302,7 @@ def _train(run: _Run, stop: StopFlag, progress: bool, start: float) -> dict[str,
         plateau = monitors_loss(config)
 
         def save(step: int, state: TrainState) -> None:
-            meta = {"data_iterator": train_iter.get_state(), "non_finite_skips": skips}
+            meta = {"data_iterator": batches.get_state(), "non_finite_skips": skips}
             checkpointer.save(step, state, meta)
 
         def is_due(step: int, every: int) -> bool:
@@ -344,9 +355,13 @@ def _train(run: _Run, stop: StopFlag, progress: bool, start: float) -> dict[str,
                 writers.note(f"{message}: step skipped ({skips} in a row)")
 
         train_start = time.perf_counter()
+        first_step_s = None  # the first step of this run, compilation included
         pending = None  # (step, metrics) whose flags are not read yet
         for step in range(first, config.num_steps + 1):
-            state, metrics = train_step(state, parallel.shard_batch(next(train_iter), run.mesh))
+            state, metrics = train_step(state, next(batches))
+            if first_step_s is None:
+                jax.block_until_ready(metrics)
+                first_step_s = time.perf_counter() - train_start
             if plateau:  # a copy: the next step donates the state
                 metrics[LR_SCALE] = jnp.copy(plateau_scale(state.opt_state))
             if pending is not None:
@@ -396,6 +411,7 @@ def _train(run: _Run, stop: StopFlag, progress: bool, start: float) -> dict[str,
         "processes": jax.process_count(),
         "resumed_from": latest,
         "train_wall_s": train_wall_s,
+        "first_step_s": first_step_s,
         "wall_s": time.perf_counter() - start,
     }
     variables = jax.tree.map(

@@ -168,11 +168,16 @@ def with_train_data(
 
 
 def make_train_batches(
-    config: ml_collections.ConfigDict, exp: Experiment, train: Mapping[str, np.ndarray]
+    config: ml_collections.ConfigDict,
+    exp: Experiment,
+    train: Mapping[str, np.ndarray],
+    *,
+    num_threads: int = 0,
 ) -> grain.DatasetIterator:
     """The run's endless training batches (`data.train_batches`): reshuffled every epoch,
     or drawn by `config.dataset.sampler` to re-balance `dataset.sampler_task`'s classes
-    (`data.sampler_weights`), with the augmentation `config.dataset.augment` selects.
+    (`data.sampler_weights`), with the augmentation `config.dataset.augment` selects,
+    assembled in `num_threads` grain threads (`builders.pipeline_options`).
     Batch `b` is a pure function of `(config.seed, b)`, so a restored iterator resumes it."""
     weights = None
     if config.dataset.sampler != data.pipeline.UNIFORM:
@@ -190,4 +195,5 @@ def make_train_batches(
         seed=config.seed,
         augment=exp.augment,
         example_weights=weights,
+        num_threads=num_threads,
     )
