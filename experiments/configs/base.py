@@ -41,7 +41,8 @@ def get_config() -> ml_collections.ConfigDict:
     config.model.width_multiplier = 1.0  # segnet / resnet / celeba_cnn widths
     config.model.num_experts = 3  # mmoe
     config.model.aspp_dropout = 0.5  # DeepLab heads on ResNet trunks
-    # A finished run's workdir or variables file to start from ("" = random init).
+    # A finished run's workdir or variables file, or torchvision ResNet weights
+    # (.pth/.pt/.npz/.safetensors, `mtl_jax.models.pretrained`), to start from ("" = random init).
     config.model.init_from = ""
 
     config.weighting = ml_collections.ConfigDict()

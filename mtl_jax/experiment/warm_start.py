@@ -1,4 +1,5 @@
-"""Warm starts: a new run's variables from a finished run or a saved variables file."""
+"""Warm starts: a new run's variables from a finished run, a saved variables file, or
+torchvision ResNet weights (`mtl_jax.models.pretrained`) for the shared trunk."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import numpy as np
 
 from mtl_jax import workdir as wd
 from mtl_jax.checkpointing import leaf_path
+from mtl_jax.models import pretrained
 from mtl_jax.train import TrainState
 
 
@@ -67,19 +69,75 @@ def _matched(current: Any, saved: Any, where: str) -> Any:
     return jax.tree_util.tree_unflatten(treedef, leaves)
 
 
+def is_pretrained_file(source: str | Path) -> bool:
+    """Whether `warm_start` reads `source` as torchvision weights (by its suffix)."""
+    return Path(source).suffix.lower() in pretrained.SUFFIXES
+
+
+def _warm_start_pretrained(state: TrainState, source: str | Path) -> tuple[TrainState, list[str]]:
+    """`state` with its ResNet trunk from the torchvision state dict at `source`."""
+    where = f"init_from {str(source)!r}"
+    state_dict = pretrained.read_state_dict(source)
+    depth = pretrained.state_dict_depth(state_dict, source=source)
+    shared = {"params": state.params["shared"], "batch_stats": state.batch_stats["shared"]}
+    # The trunk's own modules; others under "shared" (MTAN's tied blocks) stay fresh.
+    trunk = {
+        collection: {k: v for k, v in tree.items() if k in pretrained.RESNET_MODULES}
+        for collection, tree in shared.items()
+    }
+    found = pretrained.resnet_depth(trunk)
+    if found is None:
+        raise ValueError(
+            f"{where} holds torchvision ResNet-{depth} weights, which load into a ResNet "
+            f"trunk only (config keys model.trunk='resnet{depth}', model.architecture "
+            f"'hps' or 'mtan'); this model's shared modules are {sorted(shared['params'])}"
+        )
+    if found != depth:
+        raise ValueError(
+            f"{where} holds torchvision ResNet-{depth} weights but this model's trunk is a "
+            f"ResNet-{found}: set config key model.trunk='resnet{depth}'"
+        )
+    width, wanted = state_dict["conv1.weight"].shape[0], trunk["params"]["conv1"]["kernel"]
+    if width != wanted.shape[-1]:
+        raise ValueError(
+            f"{where}: its ResNet-{depth} has stem width {width}, this model's "
+            f"{wanted.shape[-1]}; set config key model.width_multiplier to "
+            f"{width / 64:g} (1.0 for torchvision's models)"
+        )
+    loaded = pretrained.resnet_variables(state_dict, depth, like=trunk, source=source)
+    new = {}
+    for c, current in (("params", state.params), ("batch_stats", state.batch_stats)):
+        filled = _matched(trunk[c], loaded[c], f"{where} ({c})")
+        new[c] = {"shared": {**shared[c], **filled}, "tasks": current["tasks"]}
+    state = state._replace(params=new["params"], batch_stats=new["batch_stats"])
+    return state, list(state.params["tasks"])
+
+
 def warm_start(state: TrainState, source: str | Path) -> tuple[TrainState, list[str]]:
     """`state` with the shared variables, and the heads of the tasks both runs have,
-    taken from `source` (see `variables_file`).
+    taken from `source` (see `variables_file`), or with its ResNet trunk taken from
+    torchvision weights.
 
     The shared trunk must match exactly; a task the saved run does not have keeps its
     fresh head (the returned list names those tasks), and a saved task this model lacks
     is ignored. The optimizer and weighting states stay fresh.
 
+    A `source` ending in .pth, .pt, .npz or .safetensors is a torchvision ResNet-18/50
+    state dict (`mtl_jax.models.pretrained`): it fills the shared ResNet trunk
+    (`model.trunk` "resnet18"/"resnet50", width multiplier 1, any output stride; the
+    "hps" or "mtan" architecture); every head (and MTAN's shared attention blocks) stays
+    fresh, so the returned list names every task.
+
     Raises:
       FileNotFoundError: no variables at `source`.
+      ImportError: a .pth/.pt `source` without torch installed.
       ValueError: naming the leaf, when the saved shared variables or a shared task's
-        head differ in structure or shape.
+        head differ in structure or shape; for torchvision weights, naming the config key
+        when the trunk is not a ResNet of the file's depth and width, or naming the
+        torchvision name when one is missing, extra or mis-shaped.
     """
+    if is_pretrained_file(source):
+        return _warm_start_pretrained(state, source)
     saved = read_variables(source)
     where = f"init_from {str(source)!r}"
     params, stats, fresh = {}, {}, []
