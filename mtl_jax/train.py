@@ -80,22 +80,30 @@ def create_train_state(
     model: MultiTaskModel,
     tx: optax.GradientTransformation,
     weighting: Weighting,
-    image: jax.Array,
+    image: jax.Array | Mapping[str, jax.Array],
     *,
     seed: int,
     rep_grad: bool = False,
 ) -> TrainState:
     """Initialises the model from an example image batch, the optimizer and the method.
 
-    `rep_grad` must match the train step's: a jacobian-kind method's state is shaped like
-    one task's gradient, of the shared parameters or of the representation.
+    `image` is an example image batch [B, H, W, C], or, for per-task inputs, one example
+    input per task `{task: [B_t, ...]}` (a batch's `"inputs"`; the batch sizes used here
+    do not have to be the training batches'). `rep_grad` must match the train step's: a
+    jacobian-kind method's state is shaped like one task's gradient, of the shared
+    parameters or of the representation (with per-task inputs, `{task: r_t}`).
     """
     check_step_options(weighting, rep_grad=rep_grad)
     init_rng, rng = jax.random.split(jax.random.PRNGKey(seed))
     variables = model.init(init_rng, image)
     row = None
     if weighting.needs_row:
-        if rep_grad:
+        if rep_grad and isinstance(image, Mapping):
+            row, _ = jax.eval_shape(
+                lambda v: model.apply_inputs(v["params"], v["batch_stats"], image, train=False),
+                variables,
+            )
+        elif rep_grad:
             rep, _ = jax.eval_shape(
                 lambda v: model.apply_shared(
                     v["params"]["shared"], v["batch_stats"]["shared"], image, train=False
@@ -253,20 +261,36 @@ def make_train_step(
     # jacobian methods have no weights.
     extra_args = (lambda losses: {"value": jnp.sum(losses)}) if loss_value else (lambda _: {})
 
-    def leaf_blocks(state, image):
+    def trunk_example(state, batch):
+        """(trunk statistics, trunk input) of one forward, to trace the trunk's call order:
+        the image, or the first task's input after its stem (per-task inputs)."""
+        if "image" in batch:
+            return state.batch_stats["shared"], batch["image"]
+        name = names[0]
+        task_params, task_stats = state.params["tasks"][name], state.batch_stats["tasks"][name]
+        stem_out, _ = jax.eval_shape(
+            lambda p, s, x: model.apply_stem(name, p, s, x, train=False),
+            model.stem_variables(name, task_params),
+            model.stem_variables(name, task_stats),
+            batch["inputs"][name],
+        )
+        return model.trunk_stats(name, state.batch_stats), stem_out
+
+    def leaf_blocks(state, batch):
         """Each shared leaf's block and the block count (static, found while tracing)."""
         last = None
         if weighting.blocks == "last_layer":
+            trunk_stats, trunk_input = trunk_example(state, batch)
             order = param_blocks.call_order(
                 lambda p, s, x: model.apply_shared(p, s, x, train=False),
                 state.params["shared"],
-                state.batch_stats["shared"],
-                image,
+                trunk_stats,
+                trunk_input,
             )
             last = param_blocks.last_layer(state.params["shared"], order)
         return param_blocks.assign(state.params["shared"], weighting.blocks, last=last)
 
-    def task_rows(pullbacks, state, image):
+    def task_rows(pullbacks, state, batch):
         """The per-task rows, their Gramian for the diagnostics, the method's Gramian
         (per block for a blocked method) and each leaf's block (None when unblocked)."""
         if rep_grad:
@@ -278,7 +302,7 @@ def make_train_step(
         if weighting.blocks == "whole":
             gram = row_math.gramian(rows)
             return rows, gram, gram, None
-        blocks, num_blocks = leaf_blocks(state, image)
+        blocks, num_blocks = leaf_blocks(state, batch)
         method_gramian = row_math.block_gramians(rows, blocks, num_blocks)
         return rows, jnp.sum(method_gramian, axis=0), method_gramian, blocks
 
@@ -286,18 +310,18 @@ def make_train_step(
         norms, cosines = row_math.gramian_norms_and_cosines(gram)
         return {"grad_norm": norms, "grad_cosine": cosines}
 
-    def loss_method_gradient(pullbacks, state, image, key) -> SharedGradient:
+    def loss_method_gradient(pullbacks, state, batch, key) -> SharedGradient:
         """Loss methods: weights from the losses, one trunk pullback of `Σ_t w_t Z_t`."""
-        del image
+        del batch
         weights, weighting_state, method_metrics = weighting.update(
             pullbacks.losses, state.weighting_state, key=key
         )
         grads = jacobian.shared_gradient_from_rep(pullbacks, weights)
         return SharedGradient(grads, weights, weighting_state, method_metrics, {})
 
-    def gramian_method_gradient(pullbacks, state, image, key) -> SharedGradient:
+    def gramian_method_gradient(pullbacks, state, batch, key) -> SharedGradient:
         """Gramian methods: weights [T] (or per block [B, T]) combine the rows."""
-        rows, gram, method_gramian, blocks = task_rows(pullbacks, state, image)
+        rows, gram, method_gramian, blocks = task_rows(pullbacks, state, batch)
         weights, weighting_state, method_metrics = weighting.update(
             pullbacks.losses, state.weighting_state, key=key, gramian=method_gramian, rows=rows
         )
@@ -312,9 +336,9 @@ def make_train_step(
             grads = row_math.combine(weights, rows)
         return SharedGradient(grads, weights, weighting_state, method_metrics, diagnostics)
 
-    def jacobian_method_gradient(pullbacks, state, image, key) -> SharedGradient:
+    def jacobian_method_gradient(pullbacks, state, batch, key) -> SharedGradient:
         """Jacobian methods: the method returns the direction itself (no task weights)."""
-        rows, gram, method_gramian, _ = task_rows(pullbacks, state, image)
+        rows, gram, method_gramian, _ = task_rows(pullbacks, state, batch)
         direction, weighting_state, method_metrics = weighting.update(
             pullbacks.losses, state.weighting_state, key=key, gramian=method_gramian, rows=rows
         )
@@ -335,7 +359,7 @@ def make_train_step(
         )
         # The step is not differentiated: losses and weights are plain values here.
         shared_grads, weights, weighting_state, method_metrics, diagnostics = shared_gradient(
-            pullbacks, state, batch["image"], keys.weighting
+            pullbacks, state, batch, keys.weighting
         )
         task_grads = pullbacks.head_grads
         if head_grads == "weighted":
@@ -351,7 +375,7 @@ def make_train_step(
         if weighting.after_update is not None:
             preds, _ = model.apply(
                 {"params": params, "batch_stats": state.batch_stats},
-                batch["image"],
+                jacobian.model_input(batch),
                 train=True,
                 rng=keys.model,
             )
@@ -384,14 +408,22 @@ def make_eval_step(
 
     Statistics are additive (see `mtl_jax.tasks`); besides each task's own, `loss_sum` and
     `loss_count` give the split-level mean loss. Padding examples (`valid` false) count
-    for nothing.
+    for nothing. A batch is `{"image", "targets", "valid": [B]}` or, with per-task inputs,
+    `{"inputs": {task: x_t}, "targets": {task: y_t}}` with optional `"valid": {task: [B_t]}`
+    (all valid without it); each task's statistics read only its own input and targets.
+    Such a batch may also hold only some of the tasks (e.g. one domain's test set at a
+    time): it returns those tasks' statistics, and `accumulate_stats` sums each task's
+    over the batches that hold it (one compile per set of tasks).
     """
 
     def eval_step(params, batch_stats, batch):
-        preds, _ = model.apply({"params": params, "batch_stats": batch_stats}, batch["image"])
-        valid = batch["valid"]
+        jacobian.check_batch(model, batch, subset=True)
+        preds, _ = model.apply(
+            {"params": params, "batch_stats": batch_stats}, jacobian.model_input(batch)
+        )
         stats = {}
-        for name in model.task_names:
+        for name in sorted(preds):
+            valid = jacobian.task_valid(batch, name) if "inputs" in batch else batch["valid"]
             target = batch["targets"][name]
             loss_sum, loss_count = masked_sum(*tasks[name].loss(preds[name], target, valid))
             stats[name] = {
@@ -413,11 +445,18 @@ def _widen(x) -> np.ndarray:
 def accumulate_stats(
     eval_step: Callable, params: PyTree, batch_stats: PyTree, batches
 ) -> dict[str, dict[str, np.ndarray]]:
-    """`{task: statistics}` of `eval_step` summed over `batches` (int64 / float64)."""
+    """`{task: statistics}` of `eval_step` summed over `batches` (int64 / float64); each
+    task's over the batches that hold it (per-task-input batches may hold some tasks)."""
     totals = None
     for batch in batches:
         stats = jax.tree.map(_widen, jax.device_get(eval_step(params, batch_stats, batch)))
-        totals = stats if totals is None else jax.tree.map(np.add, totals, stats)
+        if totals is None:
+            totals = dict(stats)
+            continue
+        for name, task_stats in stats.items():
+            totals[name] = (
+                jax.tree.map(np.add, totals[name], task_stats) if name in totals else task_stats
+            )
     if totals is None:
         raise ValueError("evaluation got no batches (empty split?)")
     return totals
