@@ -106,7 +106,6 @@ import contextlib
 import importlib
 import io
 import json
-import re
 import resource
 import statistics
 import subprocess
@@ -118,7 +117,8 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from benchmarks.processes import REPO_ROOT, describe_cpu, run_in_process
+
 DEFAULT_LIBMTL_ROOT = REPO_ROOT / "third_party" / "LibMTL"
 # The LibMTL commit this benchmark was written against (benchmarks/get_libmtl.sh).
 LIBMTL_COMMIT = "4336804"
@@ -226,17 +226,6 @@ def _symeig_via_eigh(input, eigenvectors=False, upper=True):
     import torch
 
     return torch.linalg.eigh(input, UPLO="U" if upper else "L")
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name":
-                return value.strip()
-    except OSError:
-        pass
-    return "unknown"
 
 
 def _make_losses(abs_loss: type, loss_fns: Mapping[str, Callable]) -> dict[str, Any]:
@@ -369,7 +358,7 @@ def run_one(
         "steps_s": steps_s,
         "warmup_s": warmup_s,
         "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
-        "cpu": _cpu_model(),
+        "cpu": describe_cpu(),
         "torch_version": torch.__version__,
         "libmtl_commit": libmtl_commit(libmtl_root),
         "libmtl_root": str(Path(libmtl_root).resolve()),
@@ -382,14 +371,6 @@ def run_one(
         "cudnn_deterministic": torch.backends.cudnn.deterministic,
         "peak_rss_mb": peak_rss_mb,
     }
-
-
-def _exception_line(lines: Sequence[str]) -> str:
-    """The last `SomeError: message` line of a traceback, else its last line."""
-    for line in reversed(lines):
-        if re.match(r"^[A-Za-z_.]*(Error|Exception): ", line):
-            return line
-    return lines[-1] if lines else "(no output)"
 
 
 def run_all(
@@ -424,40 +405,15 @@ def run_all(
                 "method": method,
                 "mtljax_method": MTLJAX_METHOD.get(method),
             }
-            print(f"[libmtl_step_time] {workload_name} {method} ...", file=sys.stderr, flush=True)
-            try:
-                proc = subprocess.run(
-                    command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout_s
+            results.append(
+                run_in_process(
+                    command,
+                    out,
+                    label=f"libmtl_step_time {workload_name} {method}",
+                    failed=failed,
+                    timeout_s=timeout_s,
                 )
-            except subprocess.TimeoutExpired as e:
-                stderr = e.stderr.decode() if isinstance(e.stderr, bytes) else e.stderr or ""
-                tail = stderr.strip().splitlines()[-15:]
-                results.append(
-                    {
-                        **failed,
-                        "error": f"timed out after {timeout_s:g} s",
-                        "stderr_tail": "\n".join(tail),
-                    }
-                )
-                continue
-            if proc.returncode != 0 or not out.exists():
-                tail = proc.stderr.strip().splitlines()[-15:]
-                results.append(
-                    {
-                        **failed,
-                        "error": f"exit {proc.returncode}: {_exception_line(tail)}",
-                        "stderr_tail": "\n".join(tail),
-                    }
-                )
-                print(f"[libmtl_step_time]   failed: {results[-1]['error']}", file=sys.stderr)
-                continue
-            run = json.loads(out.read_text())
-            print(
-                f"[libmtl_step_time] {workload_name} {method}: {1e3 * run['median_s']:.2f} ms",
-                file=sys.stderr,
-                flush=True,
             )
-            results.append(run)
     ew = next((r for r in results if r["method"] == "EW" and "error" not in r), None)
     if ew is not None:
         for run in results:

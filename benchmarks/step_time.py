@@ -88,10 +88,8 @@ import argparse
 import inspect
 import json
 import os
-import re
 import resource
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -104,6 +102,7 @@ import jax.numpy as jnp
 import optax
 
 from benchmarks import workloads
+from benchmarks.processes import describe_cpu, run_in_process
 from mtl_jax import jacobian, train, weighting
 
 # Hyper-parameters given to `weighting.create` for each method: the options a method
@@ -211,24 +210,6 @@ def reference_times(
 
 def _describe_devices() -> list[str]:
     return [f"{d.platform}:{d.id} {d.device_kind}" for d in jax.devices()]
-
-
-def describe_cpu() -> str:
-    """The host CPU as `/proc/cpuinfo` names it, with family and model (VMs often report
-    only "AMD EPYC"), and whether it has AVX-512; "unknown" where there is no cpuinfo."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return "unknown"
-    fields: dict[str, str] = {}
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        fields.setdefault(key.strip(), value.strip())
-    avx512 = "avx512f" in fields.get("flags", "").split()
-    return (
-        f"{fields.get('model name', 'unknown')} (family {fields.get('cpu family', '?')}, "
-        f"model {fields.get('model', '?')}, {'with' if avx512 else 'no'} AVX-512)"
-    )
 
 
 def run_one(
@@ -430,14 +411,6 @@ def markdown_table(results: Sequence[Mapping[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _exception_line(lines: Sequence[str]) -> str:
-    """The last `SomeError: message` line of a traceback, else its last line."""
-    for line in reversed(lines):
-        if re.match(r"^[A-Za-z_.]*(Error|Exception): ", line):
-            return line
-    return lines[-1] if lines else "(no output)"
-
-
 def run_all(
     workload_name: str,
     methods: Sequence[str],
@@ -456,7 +429,6 @@ def run_all(
     list with the ratios added (`add_ratios`).
     """
     methods = ["equal", *(m for m in dict.fromkeys(methods) if m != "equal")]
-    repo_root = Path(__file__).resolve().parents[1]
     env = dict(os.environ)
     if threads:
         env["NPROC"] = str(threads)
@@ -476,32 +448,16 @@ def run_all(
                 command += ["--jacobian-strategy", jacobian_strategy]
             if jacobian_chunk_size is not None:
                 command += ["--jacobian-chunk-size", str(jacobian_chunk_size)]
-            print(f"[step_time] {workload_name} {method} ...", file=sys.stderr, flush=True)
-            try:
-                proc = subprocess.run(
-                    command, cwd=repo_root, env=env, capture_output=True, text=True,
-                    timeout=timeout_s,
-                )  # fmt: skip
-            except subprocess.TimeoutExpired:
-                results.append({"method": method, "error": f"timed out after {timeout_s:g} s"})
-                continue
-            if proc.returncode != 0 or not out.exists():
-                tail = proc.stderr.strip().splitlines()[-15:]
-                results.append(
-                    {
-                        "method": method,
-                        "error": f"exit {proc.returncode}: {_exception_line(tail)}",
-                        "stderr_tail": "\n".join(tail),
-                    }
+            results.append(
+                run_in_process(
+                    command,
+                    out,
+                    label=f"step_time {workload_name} {method}",
+                    failed={"method": method},
+                    timeout_s=timeout_s,
+                    env=env,
                 )
-                continue
-            run = json.loads(out.read_text())
-            print(
-                f"[step_time] {workload_name} {method}: {1e3 * run['median_s']:.2f} ms",
-                file=sys.stderr,
-                flush=True,
             )
-            results.append(run)
     if not any("error" not in r for r in results):
         return results  # nothing to compare with; the errors say why
     return add_ratios(results)

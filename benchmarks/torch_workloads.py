@@ -42,6 +42,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from benchmarks.processes import count_mismatches
+
 WORKLOADS = ("W1", "W2", "W3")
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -294,16 +296,7 @@ def check_parameter_counts(
     """
     counts = parameter_counts(encoder, decoders)
     expected = workload.expected_counts
-    wrong = [
-        f"{part}: {counts[part]:,} != {expected[part]:,}"
-        for part in ("shared", "total")
-        if counts[part] != expected[part]
-    ]
-    wrong += [
-        f"head {name!r}: {counts['tasks'].get(name, 0):,} != {n:,}"
-        for name, n in expected["tasks"].items()
-        if counts["tasks"].get(name) != n
-    ]
+    wrong = count_mismatches(counts, expected)
     if wrong:
         raise AssertionError(
             f"workload {workload.name} ({workload.title}): PyTorch parameter counts differ "

@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from benchmarks.processes import count_mismatches
 from mtl_jax.models import MultiTaskModel, build_model
 from mtl_jax.tasks import BinaryLabels, Classification, Depth, Segmentation, SurfaceNormal, Task
 
@@ -137,16 +138,7 @@ def check_parameter_counts(workload: Workload, params: PyTree) -> dict[str, Any]
     """
     counts = parameter_counts(params)
     expected = workload.expected_counts
-    wrong = [
-        f"{part}: {counts[part]:,} != {expected[part]:,}"
-        for part in ("shared", "total")
-        if counts[part] != expected[part]
-    ]
-    wrong += [
-        f"head {name!r}: {counts['tasks'].get(name, 0):,} != {n:,}"
-        for name, n in sorted(expected["tasks"].items())
-        if counts["tasks"].get(name) != n
-    ]
+    wrong = count_mismatches(counts, expected)
     if wrong:
         raise AssertionError(
             f"workload {workload.name} ({workload.title}): parameter counts differ from "

@@ -223,19 +223,7 @@ def forward_with_pullbacks(
 
     rep, trunk_pullback, shared_stats = jax.vjp(trunk, params["shared"], has_aux=True)
 
-    def heads(task_params, reps):
-        preds, stats = {}, {}
-        for name in names:
-            preds[name], stats[name] = model.apply_head(
-                name,
-                task_params[name],
-                batch_stats["tasks"][name],
-                reps[name],
-                train=train,
-                rng=rng,
-            )
-        return loss_vector(tasks, preds, batch), (preds, stats)
-
+    heads = _heads_and_losses(model, tasks, batch_stats, batch, train=train, rng=rng)
     losses, heads_pullback, (preds, task_stats) = jax.vjp(
         heads, params["tasks"], {name: rep for name in names}, has_aux=True
     )
@@ -249,6 +237,27 @@ def forward_with_pullbacks(
         trunk_pullback=lambda cotangent: trunk_pullback(cotangent)[0],
         batch_stats={"shared": shared_stats, "tasks": task_stats},
     )
+
+
+def _heads_and_losses(model, tasks, batch_stats, batch, *, train, rng):
+    """`heads(head_params, reps) -> (losses [T], (preds, head statistics))`: every head on
+    its task's representation, then the loss vector; the function both forwards pull
+    back through (`jax.vjp`)."""
+
+    def heads(head_params, reps):
+        preds, head_stats = {}, {}
+        for name in model.task_names:
+            preds[name], head_stats[name] = model.apply_head(
+                name,
+                head_params[name],
+                batch_stats["tasks"][name],
+                reps[name],
+                train=train,
+                rng=rng,
+            )
+        return loss_vector(tasks, preds, batch), (preds, head_stats)
+
+    return heads
 
 
 def _forward_task_inputs(model, tasks, params, batch_stats, batch, *, train, rng) -> TaskPullbacks:
@@ -287,19 +296,7 @@ def _forward_task_inputs(model, tasks, params, batch_stats, batch, *, train, rng
         # With input_bn="shared" the next task's forward starts from these statistics.
         stats = model.with_input_stats(name, stats, trunk_out, stem_out)
 
-    def heads(head_params, reps):
-        preds, head_stats = {}, {}
-        for name in names:
-            preds[name], head_stats[name] = model.apply_head(
-                name,
-                head_params[name],
-                batch_stats["tasks"][name],
-                reps[name],
-                train=train,
-                rng=rng,
-            )
-        return loss_vector(tasks, preds, batch), (preds, head_stats)
-
+    heads = _heads_and_losses(model, tasks, batch_stats, batch, train=train, rng=rng)
     head_params = {name: model.head_part(name, params["tasks"][name]) for name in names}
     losses, heads_pullback, (preds, head_stats) = jax.vjp(heads, head_params, reps, has_aux=True)
     head_grads, rep_cotangents = heads_pullback(jnp.ones_like(losses))

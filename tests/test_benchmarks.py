@@ -13,7 +13,7 @@ from pathlib import Path
 import jax
 import pytest
 
-from benchmarks import solver_time, step_time, workloads
+from benchmarks import processes, solver_time, step_time, workloads
 from mtl_jax import train, weighting
 
 # Parameter counts stated in WORKLOADS.md: (shared, total, {head: count}).
@@ -240,8 +240,8 @@ def test_failure_reports_the_exception_line():
         "--------------------",
         "For simplicity, JAX has removed its internal frames",
     ]
-    assert step_time._exception_line(tail) == "ValueError: krum: T=2"
-    assert step_time._exception_line(["killed"]) == "killed"
+    assert processes.exception_line(tail) == "ValueError: krum: T=2"
+    assert processes.exception_line(["killed"]) == "killed"
 
 
 def test_solver_time_records_and_step_fraction():
