@@ -388,7 +388,8 @@ class MultiTaskModel:
         """Every task's input through its stem and the trunk, in sorted task order.
 
         Args:
-          params, batch_stats: the full `{"shared", "tasks"}` variables.
+          params: the full `{"shared", "tasks"}` parameters.
+          batch_stats: the full `{"shared", "tasks"}` BatchNorm statistics.
           inputs: `{task: [B_t, ...]}`, one input per task (or per task of a non-empty
             subset, e.g. an evaluation batch of one task: only those tasks run).
 
