@@ -86,6 +86,7 @@ def _flatten(record: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 # as those runs did: a saved config that lacks the key matches a config holding that value.
 ADDED_KEYS: dict[str, Any] = {
     "model.init_from": "",
+    "model.input_bn": "shared",
     "conflict_every_steps": 0,
     "dataset.augment": "",
     "dataset.sampler": "uniform",

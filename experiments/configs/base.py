@@ -41,6 +41,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.model.width_multiplier = 1.0  # segnet / resnet / celeba_cnn widths
     config.model.num_experts = 3  # mmoe
     config.model.aspp_dropout = 0.5  # DeepLab heads on ResNet trunks
+    # Multi-input datasets: the trunk's BatchNorm running statistics, one set for every
+    # task ("shared", LibMTL's) or one per task ("per_task"); see MultiTaskModel.
+    config.model.input_bn = "shared"
     # A finished run's workdir or variables file, or torchvision ResNet weights
     # (.pth/.pt/.npz/.safetensors, `mtl_jax.models.pretrained`), to start from ("" = random init).
     config.model.init_from = ""

@@ -12,6 +12,15 @@ those `config.dataset.augment` may name).
 | `nyuv2` | `segmentation` (13), `depth`, `normal` | MTAN layout in `<data_dir>/nyuv2` |
 | `cityscapes` | `segmentation` (7), `depth` | MTAN layout in `<data_dir>/cityscapes` |
 | `celeb_a` | the 40 attributes by name, or `attributes` (40 labels) | prepared TFDS `celeb_a` |
+| `digit_domains` | `colour`, `inverted`, `plain` (multi-input, 10 classes) | generated (offline) |
+| `office_31` | `amazon`, `dslr`, `webcam` (multi-input, 31 classes) | `office-31` |
+| `office_home` | `Art`, `Clipart`, `Product`, `Real_World` (multi-input, 65) | `office-home` |
+
+Multi-input datasets (`DatasetSpec.multi_input`) give every task its own examples and
+batches `{"inputs": {task: x_t}, "targets": {task: y_t}}` (`multi_input`); the Office
+configs (their files under `<data_dir>/office-31` and `<data_dir>/office-home`) are
+`seeded` (LibMTL's stratified 60/20/20 rule, seed 0) and `libmtl_lists`
+(LibMTL's own split lists, copied to `<root>/data_txt`).
 
 Augmentation (`config.dataset.augment`): NYUv2 and CityScapes default to the MTAN
 protocol's `rescale_crop_flip`; the others to none, and `multi_mnist` offers `translate`
@@ -22,7 +31,19 @@ one classification task (`SAMPLERS`, `sampler_weights`).
 
 from __future__ import annotations
 
-from mtl_jax.data import celeb_a, cityscapes, mtan, multi_mnist, nyuv2, shapes
+import functools
+
+from mtl_jax.data import (
+    celeb_a,
+    cityscapes,
+    digit_domains,
+    mtan,
+    multi_input,
+    multi_mnist,
+    nyuv2,
+    office,
+    shapes,
+)
 from mtl_jax.data.pipeline import (
     NO_AUGMENT,
     SAMPLERS,
@@ -62,6 +83,21 @@ DATASETS: dict[str, DatasetSpec] = {
     "celeb_a": DatasetSpec(
         loader=celeb_a.load, tasks=celeb_a.tasks, resolve_config=celeb_a.resolve_config
     ),
+    "digit_domains": DatasetSpec(
+        loader=digit_domains.source,
+        tasks=digit_domains.tasks,
+        resolve_config=digit_domains.resolve_config,
+        multi_input=True,
+    ),
+    **{
+        name: DatasetSpec(
+            loader=functools.partial(office.source, dataset),
+            tasks=functools.partial(office.tasks, dataset),
+            resolve_config=lambda config, data_dir: office.SEEDED if config == "auto" else config,
+            multi_input=True,
+        )
+        for name, dataset in (("office_31", office.OFFICE_31), ("office_home", office.OFFICE_HOME))
+    },
 }
 
 __all__ = [
@@ -73,6 +109,7 @@ __all__ = [
     "SourceConfig",
     "eval_batches",
     "load_split",
+    "multi_input",
     "prepare",
     "sampler_weights",
     "to_batch",

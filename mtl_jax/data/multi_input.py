@@ -202,15 +202,16 @@ def train_batches(
     seed: int,
     start: int = 0,
     end: int | None = None,
+    num_threads: int = 0,
 ) -> grain.DatasetIterator:
     """Iterator of multi-input training batches `start, start + 1, ..., end − 1`.
 
     Batch `b` is `gather(arrays, CycledPermutations(...)(b))` (see the module docstring),
     so `train_batches(..., start=k)` continues the stream of `start=0` exactly from batch
-    `k`. As `pipeline.train_batches`, grain iterates over batch numbers synchronously (no
-    prefetch threads) and the iterator supports `get_state` / `set_state` (a state is the
-    position relative to `start`: restore it into an iterator built with the same
-    `start`).
+    `k`. As `pipeline.train_batches`, grain iterates over batch numbers (synchronously, or
+    assembling batches ahead in `num_threads` threads) and the iterator supports
+    `get_state` / `set_state` (a state is the position relative to `start`: restore it
+    into an iterator built with the same `start`).
 
     Args:
       arrays: `{task: {"image": [N_t, H, W, C], "label": [N_t]}}`; uint8 images are
@@ -220,6 +221,8 @@ def train_batches(
       seed: shuffling seed.
       start: the first batch index.
       end: one past the last batch index; None for an endless iterator.
+      num_threads: grain threads assembling batches ahead (0: in the calling thread);
+        the batches are the same either way.
 
     Returns:
       An iterator of `{"inputs": {task: float32 [B_t, H, W, C]}, "targets": {task: int32
@@ -246,7 +249,8 @@ def train_batches(
         return gather(arrays, indices(batch_index))
 
     dataset = grain.MapDataset.range(start, stop).map(make_batch)
-    return iter(dataset.to_iter_dataset(grain.ReadOptions(num_threads=0, prefetch_buffer_size=0)))
+    options = grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=2 * num_threads)
+    return iter(dataset.to_iter_dataset(options))
 
 
 def eval_batches(

@@ -59,7 +59,7 @@ from pathlib import Path
 import numpy as np
 
 from mtl_jax.data import multi_input
-from mtl_jax.data.pipeline import Arrays
+from mtl_jax.data.pipeline import Arrays, DatasetSource, SourceConfig
 from mtl_jax.tasks import Classification, Task
 
 OFFICE_31 = "office-31"
@@ -432,3 +432,45 @@ def tasks(
         domain: Classification(domain, num_classes=num_classes, class_names=tuple(class_names))
         for domain in (DOMAINS[dataset] if domains is None else domains)
     }
+
+
+# `config.dataset.config` of the Office datasets: the seeded stratified split (seed 0),
+# or LibMTL's split lists, read from `<root>/data_txt` (a copy of LibMTL's
+# `examples/office/data_txt/<dataset>/`).
+SEEDED = "seeded"
+LIBMTL_LISTS = "libmtl_lists"
+CONFIGS = (SEEDED, LIBMTL_LISTS)
+SPLIT_LIST_DIR = "data_txt"
+
+
+def source(dataset: str, config: str, data_dir: str) -> DatasetSource:
+    """Office-31 / Office-Home under `<data_dir>/<dataset>` as a multi-input
+    `DatasetSource` (`DATASETS["office_31"]`, `DATASETS["office_home"]`): the files are
+    found and split at once, each split decoded when it is read.
+
+    Raises:
+      ValueError: an unknown config (listing them).
+      FileNotFoundError: the data is missing (naming the path and how to get it).
+    """
+    if config not in CONFIGS:
+        raise ValueError(
+            f"dataset {dataset!r} has no config {config!r}; valid configs: {list(CONFIGS)}"
+        )
+    root = Path(data_dir).expanduser() / dataset
+    lists = root / SPLIT_LIST_DIR if config == LIBMTL_LISTS else None
+    if lists is not None and not lists.is_dir():
+        raise _missing(
+            dataset,
+            root,
+            f"config {LIBMTL_LISTS!r} reads LibMTL's split lists from {str(lists)!r}, which "
+            f"does not exist (copy LibMTL's examples/office/data_txt/{dataset}/ there)",
+        )
+    found = split_files(dataset, root, split_lists=lists, expect_num_classes=NUM_CLASSES[dataset])
+    return DatasetSource(
+        name=dataset,
+        builder_config=SourceConfig(config),
+        location=str(root),
+        splits=SPLITS,
+        image_shape=(SIZE, SIZE, 3),
+        read=lambda split: read_split(found, split),
+    )

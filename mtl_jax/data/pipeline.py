@@ -54,8 +54,11 @@ class DatasetSource:
       builder_config: the resolved config.
       location: where the data lives (for messages and results).
       splits: the split names `read` accepts.
-      image_shape: the declared shape [H, W, C] of one image (uint8, as in the builders).
-      read: `read(split) -> {feature: [N, ...]}`, the whole split as host arrays.
+      image_shape: the declared shape [H, W, C] of one image (uint8, as in the builders;
+        a multi-input dataset's images may also be float32, already normalised).
+      read: `read(split) -> {feature: [N, ...]}`, the whole split as host arrays; for a
+        multi-input dataset (`DatasetSpec.multi_input`) `{task: {"image": [N_t, H, W, C],
+        "label": [N_t]}}`, one set of examples per task (`multi_input.TaskArrays`).
       version: the data's version when its source states one (None otherwise; recorded
         in results.json like a TFDS builder's version).
     """
@@ -86,6 +89,10 @@ class DatasetSpec:
         default, used when `config.dataset.augment` is "".
       augmentations: the augmentations `config.dataset.augment` may name, by name (the
         default may be one of them; "none" is reserved for no augmentation).
+      multi_input: every task has its own examples (a domain: Office-31, Office-Home,
+        `digit_domains`): a split is `{task: {"image", "label"}}` and training batches
+        are `{"inputs": {task: x_t}, "targets": {task: y_t}}` (`multi_input`). Such a
+        dataset is a loader dataset without augmentation.
     """
 
     tasks: Callable[[], dict[str, Task]]
@@ -94,10 +101,16 @@ class DatasetSpec:
     resolve_config: Callable[[str, str], str] = lambda name, data_dir: name
     augment: Augment | None = None
     augmentations: Mapping[str, Augment] = dataclasses.field(default_factory=dict)
+    multi_input: bool = False
 
     def __post_init__(self):
         if (self.builder is None) == (self.loader is None):
             raise ValueError("a DatasetSpec needs exactly one of `builder` and `loader`")
+        if self.multi_input and (self.builder is not None or self.augment or self.augmentations):
+            raise ValueError(
+                "a multi-input DatasetSpec is a `loader` dataset without augmentation "
+                "(the augmentations take one image batch for every task)"
+            )
         if NO_AUGMENT in self.augmentations or "" in self.augmentations:
             raise ValueError(f"augmentation names {NO_AUGMENT!r} and '' are reserved")
 

@@ -25,6 +25,7 @@ from mtl_jax.config import ConfigError, did_you_mean
 from mtl_jax.errors import OptionError
 from mtl_jax.experiment import task_options
 from mtl_jax.models import MultiTaskModel, build_model
+from mtl_jax.models.multitask import INPUT_BN
 from mtl_jax.tasks import Classification, Task
 from mtl_jax.train import check_step_options
 
@@ -231,10 +232,32 @@ def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransform
     return tx if len(parts) == 1 else optax.chain(*parts)
 
 
-def _build_model(config: ml_collections.ConfigDict, tasks: Mapping[str, Task]) -> MultiTaskModel:
+def _build_model(
+    config: ml_collections.ConfigDict, tasks: Mapping[str, Task], *, multi_input: bool
+) -> MultiTaskModel:
+    """The model of `config`, with `model.input_bn` for a multi-input dataset."""
+    model = _model_of(config, tasks)
+    input_bn = config.model.input_bn
+    if input_bn not in INPUT_BN:
+        raise ConfigError(
+            f"config key 'model.input_bn': unknown value {input_bn!r}; valid: {list(INPUT_BN)}"
+        )
+    if input_bn == model.input_bn:
+        return model
+    if not multi_input:
+        raise ConfigError(
+            f"config key 'model.input_bn' is {input_bn!r}, but dataset "
+            f"{config.dataset.name!r} has one input for every task (the option is for "
+            "multi-input datasets; leave it 'shared')"
+        )
+    return dataclasses.replace(model, input_bn=input_bn)
+
+
+def _model_of(config: ml_collections.ConfigDict, tasks: Mapping[str, Task]) -> MultiTaskModel:
     """The model of `config.model`: a built-in trunk and architecture, or a user's model
     builder `builder(tasks, *, dtype) -> MultiTaskModel` named by import path in
-    `model.trunk` (then `model.architecture` stays "hps": the builder makes the heads)."""
+    `model.trunk` (then `model.architecture` stays "hps": the builder makes the heads;
+    it may give tasks their own input stems, `MultiTaskModel.stems`)."""
     model = config.model
     if import_path.is_import_path(model.trunk):
         if model.architecture != "hps":
@@ -294,9 +317,17 @@ def dataset_spec(name: str) -> data.DatasetSpec:
     return data.DATASETS[name]
 
 
-def _check_sampler(config: ml_collections.ConfigDict, tasks: Mapping[str, Task]) -> None:
+def _check_sampler(
+    config: ml_collections.ConfigDict, tasks: Mapping[str, Task], spec: data.DatasetSpec
+) -> None:
     sampler = _choice(config.dataset.sampler, data.SAMPLERS, "dataset.sampler")
     task = config.dataset.sampler_task
+    if spec.multi_input and sampler != data.pipeline.UNIFORM:
+        raise ConfigError(
+            f"config key 'dataset.sampler': {sampler!r} is not available for the multi-input "
+            f"dataset {config.dataset.name!r} (each task's examples are cycled, "
+            "mtl_jax.data.multi_input); use 'uniform'"
+        )
     if sampler == data.pipeline.UNIFORM:
         if task:
             raise ConfigError(
@@ -401,7 +432,7 @@ def build_experiment(
         )
     tasks = {name: available[name] for name in sorted(requested)}
     tasks, effective, counted = task_options.apply_task_options(config, tasks, class_counts)
-    _check_sampler(config, tasks)
+    _check_sampler(config, tasks, spec)
     pipeline_options(config)
     try:
         augment = spec.choose_augment(config.dataset.augment)
@@ -448,7 +479,7 @@ def build_experiment(
             method.init(tuple(tasks))
         except ValueError as error:
             raise ConfigError(f"config key 'weighting': {error}") from error
-    model = _build_model(config, tasks)
+    model = _build_model(config, tasks, multi_input=spec.multi_input)
     if config.dataset.sampler != data.pipeline.UNIFORM:
         counted = tuple(sorted({*counted, config.dataset.sampler_task}))
     used_counts = {}

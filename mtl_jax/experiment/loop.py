@@ -148,11 +148,25 @@ class _Run:
         entry = rec.eval_entry(step, metrics_from_stats(totals, self.exp.tasks), select)
         return entry, rec.tables_of(totals, self.exp.tasks)
 
+    def example_input(self) -> jax.ShapeDtypeStruct | dict[str, jax.ShapeDtypeStruct]:
+        """The shape of a training batch's model input: the image batch, or with per-task
+        inputs `{task: image batch}` (`config.batch_size` examples of every task)."""
+        image = jax.ShapeDtypeStruct((self.config.batch_size, *self.image_shape), jnp.float32)
+        if self.exp.spec.multi_input:
+            return dict.fromkeys(self.exp.task_names, image)
+        return image
+
     def split_stats(self, eval_step, state: TrainState, split: str) -> dict:
-        """The summed statistics of `state` on `split`, batches split over the mesh."""
-        batches = data.eval_batches(
-            self.splits[split], self.exp.task_names, batch_size=self.config.eval_batch_size
-        )
+        """The summed statistics of `state` on `split`, batches split over the mesh (with
+        per-task inputs, each task's examples in turn, `data.multi_input.eval_batches`)."""
+        if self.exp.spec.multi_input:
+            batches = data.multi_input.eval_batches(
+                self.splits[split], batch_size=self.config.eval_batch_size, per_task=True
+            )
+        else:
+            batches = data.eval_batches(
+                self.splits[split], self.exp.task_names, batch_size=self.config.eval_batch_size
+            )
         return accumulate_stats(
             eval_step,
             state.params,
@@ -210,7 +224,7 @@ def _train(run: _Run, stop: StopFlag, progress: bool, start: float) -> dict[str,
             f"input pipeline: {num_threads} grain thread(s), {ahead} batch(es) placed on the "
             "devices ahead of the step"
         )
-    example = jax.ShapeDtypeStruct((config.batch_size, *run.image_shape), jnp.float32)
+    example = run.example_input()
     abstract = jax.eval_shape(run.init_state, example)
     shardings = parallel.state_shardings(
         abstract, run.mesh, min_size=config.parallel.shard_params_min_size
@@ -234,7 +248,7 @@ def _train(run: _Run, stop: StopFlag, progress: bool, start: float) -> dict[str,
                     f"no complete checkpoint in {str(checkpointer.directory)!r}: from step 0"
                 )
             state = jax.jit(run.init_state, out_shardings=shardings)(
-                np.zeros(example.shape, example.dtype)
+                jax.tree.map(lambda x: np.zeros(x.shape, x.dtype), example)
             )
             if config.model.init_from:
                 state, fresh = warm_start(state, config.model.init_from)

@@ -23,14 +23,90 @@ from mtl_jax.tasks import Classification
 
 def load_data(config: ml_collections.ConfigDict, exp: Experiment, splits: tuple[str, ...]):
     """The prepared dataset, the loaded `splits` (checked against the model) and the
-    image shape."""
+    image shape. A multi-input dataset's splits keep the run's tasks only."""
     builder = data.prepare(
         exp.spec,
         config=config.dataset.config,
         data_dir=config.dataset.data_dir or default_data_dir(),
     )
     arrays = {split: data.load_split(builder, split) for split in splits}
+    if exp.spec.multi_input:
+        arrays = {split: _run_tasks(builder, split, a, exp) for split, a in arrays.items()}
+        return builder, arrays, check_multi_input_data(builder, arrays, exp)
     return builder, arrays, check_data(builder, arrays, exp)
+
+
+def _run_tasks(builder, split: str, arrays, exp: Experiment) -> dict:
+    missing = sorted(set(exp.task_names) - set(arrays))
+    if missing:
+        raise ValueError(
+            f"{split} split of {builder.name!r} has no examples for task(s) {missing}; "
+            f"model tasks {sorted(exp.task_names)}, data tasks {sorted(arrays)}"
+        )
+    return {name: arrays[name] for name in exp.task_names}
+
+
+def _check_predictions(exp: Experiment, example, described: str) -> None:
+    """Traces the model on `example` (an image or `{task: image}` struct) and checks each
+    task's prediction shape."""
+    try:
+        preds = jax.eval_shape(
+            lambda x: exp.model.apply(exp.model.init(jax.random.PRNGKey(0), x), x)[0], example
+        )
+    except Exception as error:
+        raise ValueError(
+            f"the model cannot take {described}: {type(error).__name__}: {error}"
+        ) from error
+    for name, task in exp.tasks.items():
+        if tuple(preds[name].shape[1:]) != tuple(task.output_shape):
+            raise ValueError(
+                f"task {name!r}: the model predicts shape {tuple(preds[name].shape[1:])} per "
+                f"example on {described}, the task needs {tuple(task.output_shape)}"
+            )
+
+
+def check_multi_input_data(
+    builder: data.DatasetSource, splits: Mapping[str, Mapping[str, Mapping]], exp: Experiment
+) -> tuple[int, ...]:
+    """`check_data` for a multi-input dataset: splits `{task: {"image", "label"}}`.
+    Returns the image shape [H, W, C] (the same for every task).
+
+    Raises:
+      ValueError: naming the split, task and shapes or dtypes, for a task with no
+        examples, images that are not uint8 or float32 [N, H, W, C] of the declared
+        shape, labels not one per image or out of range (`Task.check_targets`), or
+        model predictions whose shape differs from the task's.
+    """
+    declared = tuple(builder.image_shape)
+    for split, per_task in splits.items():
+        for name, task in exp.tasks.items():
+            where = f"{split} split of {builder.name!r}, task {name!r}"
+            arrays = per_task[name]
+            missing = [key for key in ("image", "label") if key not in arrays]
+            if missing:
+                raise ValueError(f"{where} has no {missing}; it has {sorted(arrays)}")
+            image, label = arrays["image"], np.asarray(arrays["label"])
+            if len(image) == 0:
+                raise ValueError(f"{where} has no examples")
+            if image.dtype not in (np.uint8, np.float32) or image.ndim != 4:
+                raise ValueError(
+                    f"{where}: images are {image.dtype} with shape {image.shape}, expected "
+                    "uint8 or float32 [N, H, W, C]"
+                )
+            if tuple(image.shape[1:]) != declared:
+                raise ValueError(
+                    f"{where}: images have shape {tuple(image.shape[1:])}, the dataset "
+                    f"declares {declared}"
+                )
+            if len(label) != len(image):
+                raise ValueError(f"{where} has {len(label)} labels for {len(image)} images")
+            try:
+                task.check_targets(label)
+            except ValueError as error:
+                raise ValueError(f"{split} split: {error}") from error
+    example = {name: jax.ShapeDtypeStruct((2, *declared), jnp.float32) for name in exp.task_names}
+    _check_predictions(exp, example, f"per-task images of shape {declared}")
+    return declared
 
 
 def check_data(
@@ -84,31 +160,23 @@ def check_data(
             except ValueError as error:
                 raise ValueError(f"{split} split: {error}") from error
     example = jax.ShapeDtypeStruct((2, *image_shape), jnp.float32)
-    try:
-        preds = jax.eval_shape(
-            lambda x: exp.model.apply(exp.model.init(jax.random.PRNGKey(0), x), x)[0], example
-        )
-    except Exception as error:
-        raise ValueError(
-            f"the model cannot take images of shape {image_shape}: {type(error).__name__}: {error}"
-        ) from error
-    for name, task in exp.tasks.items():
-        if tuple(preds[name].shape[1:]) != tuple(task.output_shape):
-            raise ValueError(
-                f"task {name!r}: the model predicts shape {tuple(preds[name].shape[1:])} per "
-                f"example on {image_shape} images, the task needs {tuple(task.output_shape)}"
-            )
+    _check_predictions(exp, example, f"images of shape {image_shape}")
     return image_shape
 
 
-def class_counts(
-    train: Mapping[str, np.ndarray], tasks: Mapping[str, Classification]
-) -> dict[str, list[int]]:
-    """`{task: [n_c]}`: each Classification task's class counts on the train split,
-    labels equal to its ignore label not counted."""
+def _targets(train: Mapping, name: str) -> np.ndarray:
+    """Task `name`'s train-split targets: `train[name]`, or a multi-input split's
+    `train[name]["label"]`."""
+    targets = train[name]
+    return targets["label"] if isinstance(targets, Mapping) else targets
+
+
+def class_counts(train: Mapping, tasks: Mapping[str, Classification]) -> dict[str, list[int]]:
+    """`{task: [n_c]}`: each Classification task's class counts on the train split
+    (single- or multi-input), labels equal to its ignore label not counted."""
     counts = {}
     for name, task in tasks.items():
-        labels = np.asarray(train[name]).astype(np.int64)
+        labels = np.asarray(_targets(train, name)).astype(np.int64)
         labels = labels[labels != task.ignore_label]
         counts[name] = np.bincount(labels, minlength=task.num_classes).tolist()
     return counts
@@ -125,7 +193,8 @@ def with_train_data(
     and notes saying what that was, for the run's log.
 
     Two things come from the data: the epoch length of methods that count epochs
-    (`steps_per_epoch`, N // batch_size, also with a re-balancing sampler), and the
+    (`steps_per_epoch`, N // batch_size, also with a re-balancing sampler; with per-task
+    inputs `max_t N_t // batch_size`, `multi_input.steps_per_epoch`), and the
     class counts behind `task_options`' "balanced" class weights and train-split class
     priors, and the sampler's (`Experiment.class_counts`, recorded with the effective
     options `Experiment.task_options`). Both are pure functions of the data, so a
@@ -138,7 +207,10 @@ def with_train_data(
     notes = []
     steps_per_epoch = None
     if needs_steps_per_epoch(config):
-        steps_per_epoch = max(len(train["image"]) // config.batch_size, 1)
+        if exp.spec.multi_input:
+            steps_per_epoch = data.multi_input.steps_per_epoch(train, batch_size=config.batch_size)
+        else:
+            steps_per_epoch = max(len(train["image"]) // config.batch_size, 1)
         notes.append(f"{config.weighting.name}: {steps_per_epoch} steps per epoch")
     if steps_per_epoch is None and not exp.counted_tasks:
         return exp, notes
@@ -178,7 +250,13 @@ def make_train_batches(
     or drawn by `config.dataset.sampler` to re-balance `dataset.sampler_task`'s classes
     (`data.sampler_weights`), with the augmentation `config.dataset.augment` selects,
     assembled in `num_threads` grain threads (`builders.pipeline_options`).
-    Batch `b` is a pure function of `(config.seed, b)`, so a restored iterator resumes it."""
+    Batch `b` is a pure function of `(config.seed, b)`, so a restored iterator resumes it.
+    A multi-input dataset's batches are `data.multi_input.train_batches` (every task's
+    examples cycled with their own reshuffles, `config.batch_size` per task)."""
+    if exp.spec.multi_input:
+        return data.multi_input.train_batches(
+            train, batch_size=config.batch_size, seed=config.seed, num_threads=num_threads
+        )
     weights = None
     if config.dataset.sampler != data.pipeline.UNIFORM:
         task = exp.tasks[config.dataset.sampler_task]
