@@ -230,3 +230,31 @@ def test_plateau_run_logs_the_scaled_rate_and_resumes_bitwise(
     assert "resuming from" in resumed.stderr and "checkpoints/10" in resumed.stderr
     assert_bitwise_equal_runs(reference, workdir, 30)
     assert logged_lr(workdir) == lr
+
+
+@pytest.mark.parametrize(
+    "options", [{"name": "adam"}, {"name": "sgd", "momentum": 0.9}], ids=["adam", "sgd"]
+)
+def test_weight_decay_of_adam_and_sgd_is_l2_added_to_the_gradient(options):
+    """torch.optim.Adam / SGD's `weight_decay`: the optimizer sees `g + wd·θ`."""
+    decay = 0.01
+    config = config_of(schedule="constant", weight_decay=decay, **options)
+    tx, bare = (
+        make_optimizer(config),
+        reference_optimizer(config_of(schedule="constant", **options)),
+    )
+    grads = [jax.tree.map(lambda g, i=i: g * (i + 1), GRADS) for i in range(3)]
+    got, _ = updates_of(tx, grads)
+    # The same parameters every step (`updates_of` does not apply the updates).
+    want, _ = updates_of(bare, [jax.tree.map(lambda g, p: g + decay * p, g, PARAMS) for g in grads])
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-9)
+    undecayed, _ = updates_of(bare, grads)
+    # Adam's first update is scale-free (±lr where a coordinate's g is not 0), the later
+    # ones see the decay.
+    assert not np.allclose(np.asarray(got[-1]["a"]), np.asarray(undecayed[-1]["a"]))
+
+
+def test_negative_weight_decay_names_the_key():
+    with pytest.raises(ConfigError, match="'optimizer.weight_decay' must be >= 0"):
+        make_optimizer(config_of(weight_decay=-1e-5))

@@ -65,7 +65,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.optimizer.final_lr_fraction = 0.0  # cosine: final lr / peak lr
     config.optimizer.decay_every_steps = 0  # step: multiply the lr by decay_factor every N
     config.optimizer.decay_factor = 0.5
-    config.optimizer.weight_decay = 0.0  # adamw only
+    # adamw: decoupled; adam / sgd: an L2 term wd·θ added to the gradient, as
+    # torch.optim.Adam / SGD's weight_decay (LibMTL's Office protocol: adam, 1e-5).
+    config.optimizer.weight_decay = 0.0
     config.optimizer.momentum = 0.0  # sgd only
     # Clip the gradient of all parameters to this global L2 norm before the optimizer
     # (`optax.clip_by_global_norm`), for every method; 0 = off. (FAMO's reference code,

@@ -203,8 +203,12 @@ def plateau_scale(opt_state: Any) -> jax.Array | None:
 def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
     """The optax transformation of `config.optimizer` over `config.num_steps` steps.
 
-    `[clip_by_global_norm(clip_global_norm)] → optimizer(learning rate) →
-    [reduce_on_plateau]`; without clipping and plateau the bare optimizer, so that its
+    `[clip_by_global_norm(clip_global_norm)] → [add_decayed_weights(weight_decay)] →
+    optimizer(learning rate) → [reduce_on_plateau]`: `weight_decay` is decoupled for
+    `adamw` (inside optax's adamw) and an L2 term added to the gradient for `adam` and
+    `sgd`, as torch.optim.Adam / SGD's `weight_decay` (after clipping, as torch's
+    `clip_grad_norm_` before `step()`). Without clipping, decay and plateau the bare
+    optimizer, so that its
     state has the structure of runs saved before these options existed. The plateau
     transformation scales the optimizer's update, i.e. its learning rate (weight decay of
     `adamw` included, as PyTorch's ReduceLROnPlateau does); it needs `value=` in
@@ -218,6 +222,10 @@ def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransform
         raise ConfigError(
             f"config key 'optimizer.clip_global_norm' must be >= 0 (0 = off), got {clip}"
         )
+    if not opt.weight_decay >= 0:
+        raise ConfigError(
+            f"config key 'optimizer.weight_decay' must be >= 0 (0 = off), got {opt.weight_decay}"
+        )
     if opt.name == "adam":
         tx = optax.adam(lr)
     elif opt.name == "adamw":
@@ -225,6 +233,9 @@ def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransform
     else:
         tx = optax.sgd(lr, momentum=opt.momentum or None)
     parts = [tx]
+    if opt.weight_decay > 0 and opt.name != "adamw":
+        # L2 as torch.optim.Adam / SGD's `weight_decay`: `g + wd·θ` enters the optimizer.
+        parts.insert(0, optax.add_decayed_weights(opt.weight_decay))
     if clip > 0:
         parts.insert(0, optax.clip_by_global_norm(clip))
     if opt.schedule == "plateau":

@@ -50,7 +50,7 @@ from mtl_jax.models.heads import ASPP, DeepLabHead, DenseHead, MLPHead
 from mtl_jax.models.mmoe import MMoEHead, MMoETrunk
 from mtl_jax.models.multitask import MultiTaskModel
 from mtl_jax.models.resnet import MTAN_TIED as RESNET_MTAN_TIED
-from mtl_jax.models.resnet import ResNet, ResNetMTANHead
+from mtl_jax.models.resnet import ResNet, ResNetEncoder, ResNetMTANHead
 from mtl_jax.models.segnet import FILTERS as SEGNET_FILTERS
 from mtl_jax.models.segnet import MTAN_TIED as SEGNET_MTAN_TIED
 from mtl_jax.models.segnet import SegNet, SegNetHead, SegNetMTANHead
@@ -72,6 +72,7 @@ __all__ = [
     "MMoETrunk",
     "MultiTaskModel",
     "ResNet",
+    "ResNetEncoder",
     "ResNetMTANHead",
     "SeedCNN",
     "SegNet",
@@ -104,9 +105,9 @@ def _segnet(*, dtype, width_multiplier: float = 1.0, **extra) -> nn.Module:
     return SegNet(filters=filters, **extra, dtype=dtype)
 
 
-def _resnet(depth: int) -> Callable[..., nn.Module]:
+def _resnet(depth: int, cls: type[ResNet] = ResNet) -> Callable[..., nn.Module]:
     def make(*, dtype, width_multiplier: float = 1.0, **extra):
-        return ResNet(depth, width=_scaled(64, width_multiplier), **extra, dtype=dtype)
+        return cls(depth, width=_scaled(64, width_multiplier), **extra, dtype=dtype)
 
     return make
 
@@ -127,6 +128,8 @@ TRUNKS: dict[str, Callable[..., nn.Module]] = {
     "segnet": _segnet,
     "resnet18": _resnet(18),
     "resnet50": _resnet(50),
+    "resnet18_encoder": _resnet(18, ResNetEncoder),
+    "resnet50_encoder": _resnet(50, ResNetEncoder),
 }
 
 
@@ -243,8 +246,9 @@ def build_model(
 
     Args:
       trunk: a key of `TRUNKS` ("lenet", "seed_cnn", "small_resnet",
-        "small_resnet_pooled", "celeba_cnn", "segnet", "resnet18", "resnet50"; the
-        ResNets are dilated to output stride 8).
+        "small_resnet_pooled", "celeba_cnn", "segnet", "resnet18", "resnet50" (dilated
+        to output stride 8), "resnet18_encoder", "resnet50_encoder" (`ResNetEncoder`:
+        undilated, pooled, a 512-wide hidden layer; LibMTL's Office encoder)).
       tasks: task records keyed by name; each gets a head (see the module docstring).
       architecture: a key of `ARCHITECTURES`: "hps" (hard parameter sharing), "mtan",
         "cross_stitch" or "mmoe".

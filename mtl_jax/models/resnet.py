@@ -30,6 +30,7 @@ from mtl_jax.models.layers import (
     Dtype,
     batch_norm,
     conv,
+    global_average_pool,
     max_pool_2x2,
 )
 from mtl_jax.models.segnet import AttentionLayer
@@ -189,6 +190,45 @@ class ResNet(nn.Module):
             pairs.append(self.stage(index, x, train=train))
             x = pairs[-1][1]
         return tuple(pairs) if self.stage_features else x
+
+
+class ResNetEncoder(ResNet):
+    """An image-classification encoder: the undilated ResNet (output stride 32), global
+    average pool, then one hidden layer Dense(hidden) → BatchNorm → ReLU → Dropout.
+
+    The shared encoder of LibMTL's Office-31 / Office-Home example
+    (`examples/office/main.py`, class `Encoder`): torchvision's ResNet-18 without its
+    classifier, `AdaptiveAvgPool2d(1)`, `Linear(512, 512)` (weights N(0, 0.005), bias
+    0.1, as there), `BatchNorm1d`, ReLU, `Dropout(0.5)`. The ResNet's modules keep
+    `ResNet`'s names, so torchvision weights load into them (`warm_start`) and the hidden
+    layer stays fresh.
+
+    Attributes (besides `ResNet`'s):
+      hidden: width of the hidden layer.
+      dropout: its dropout rate (training needs a "dropout" rng when > 0).
+
+    `__call__` returns [B, hidden].
+    """
+
+    output_stride: int = 32
+    hidden: int = 512
+    dropout: float = 0.5
+
+    def setup(self):
+        super().setup()
+        self.hidden_dense = nn.Dense(
+            self.hidden,
+            kernel_init=nn.initializers.normal(0.005),
+            bias_init=nn.initializers.constant(0.1),
+            dtype=self.dtype,
+        )
+        self.hidden_bn = nn.BatchNorm(momentum=0.9, epsilon=1e-5, dtype=self.dtype)
+        self.hidden_dropout = nn.Dropout(self.dropout)
+
+    def __call__(self, x, *, train: bool = True):
+        x = global_average_pool(super().__call__(x, train=train))
+        x = nn.relu(self.hidden_bn(self.hidden_dense(x), use_running_average=not train))
+        return self.hidden_dropout(x, deterministic=not train)
 
 
 def stage_widths(depth: int, width: int = 64) -> tuple[int, ...]:
