@@ -8,6 +8,7 @@ names), save its state dict and compare its layer4 features with mtl_jax's on on
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 
@@ -493,6 +494,47 @@ def test_warm_start_fills_the_trunk_and_keeps_fresh_heads(tmp_path, architecture
     kernel = warm.params["shared"]["conv1"]["kernel"]
     assert kernel.dtype == jnp.float32
     np.testing.assert_array_equal(kernel, state_dict["conv1.weight"].transpose(2, 3, 1, 0))
+
+
+def test_warm_start_fills_every_tasks_trunk_statistics_with_per_task_bn(tmp_path):
+    """`input_bn="per_task"`: the trunk's running statistics live under each task; every
+    task's set starts from the file's, the parameters as with shared statistics."""
+    state_dict = _fake_state_dict(18, width=4)
+    path = _save(tmp_path, state_dict, "resnet18.safetensors")
+    tasks = {"b": Classification("b", num_classes=3), "a": Classification("a", num_classes=2)}
+    model = dataclasses.replace(
+        build_model("resnet18_encoder", tasks, head_hidden=(), width_multiplier=1 / 16),
+        input_bn="per_task",
+    )
+    images = dict.fromkeys(tasks, jax.ShapeDtypeStruct((1, 32, 32, 3), jnp.float32))
+    shapes = jax.eval_shape(lambda x: model.init(jax.random.key(0), x), images)
+    rng = np.random.default_rng(5)
+    variables = jax.tree.map(lambda s: jnp.asarray(rng.normal(size=s.shape), s.dtype), shapes)
+    state = _state()._replace(params=variables["params"], batch_stats=variables["batch_stats"])
+    assert not state.batch_stats["shared"]
+    warm, fresh = warm_start(state, path)
+    assert fresh == ["a", "b"]
+    resnet_stats = {
+        k: v for k, v in state.batch_stats["tasks"]["a"]["trunk"].items()
+        if k in pretrained.RESNET_MODULES
+    }  # fmt: skip
+    like = {"params": _trunk_of(state)["params"], "batch_stats": resnet_stats}
+    want = pretrained.resnet_variables(state_dict, 18, like=like)
+    jax.tree.map(np.testing.assert_array_equal, _trunk_of(warm)["params"], want["params"])
+    for name in tasks:
+        got = warm.batch_stats["tasks"][name]["trunk"]
+        jax.tree.map(
+            np.testing.assert_array_equal,
+            {k: got[k] for k in resnet_stats},
+            want["batch_stats"],
+        )
+        # The encoder's hidden BatchNorm is not in the file: it stays as initialised.
+        jax.tree.map(
+            np.testing.assert_array_equal,
+            got["hidden_bn"],
+            state.batch_stats["tasks"][name]["trunk"]["hidden_bn"],
+        )
+    assert jax.tree.structure(warm.batch_stats) == jax.tree.structure(state.batch_stats)
 
 
 def _trunk_of(state):

@@ -13,6 +13,7 @@ import numpy as np
 from mtl_jax import workdir as wd
 from mtl_jax.checkpointing import leaf_path
 from mtl_jax.models import pretrained
+from mtl_jax.models.multitask import TRUNK_STATS
 from mtl_jax.train import TrainState
 
 
@@ -79,7 +80,17 @@ def _warm_start_pretrained(state: TrainState, source: str | Path) -> tuple[Train
     where = f"init_from {str(source)!r}"
     state_dict = pretrained.read_state_dict(source)
     depth = pretrained.state_dict_depth(state_dict, source=source)
-    shared = {"params": state.params["shared"], "batch_stats": state.batch_stats["shared"]}
+    # With per-task trunk statistics (`MultiTaskModel.input_bn="per_task"`) every task's
+    # set starts from torchvision's running statistics.
+    per_task = {
+        name: stats[TRUNK_STATS]
+        for name, stats in state.batch_stats["tasks"].items()
+        if TRUNK_STATS in stats
+    }
+    shared = {
+        "params": state.params["shared"],
+        "batch_stats": next(iter(per_task.values())) if per_task else state.batch_stats["shared"],
+    }
     # The trunk's own modules; others under "shared" (MTAN's tied blocks) stay fresh.
     trunk = {
         collection: {k: v for k, v in tree.items() if k in pretrained.RESNET_MODULES}
@@ -105,11 +116,23 @@ def _warm_start_pretrained(state: TrainState, source: str | Path) -> tuple[Train
             f"{width / 64:g} (1.0 for torchvision's models)"
         )
     loaded = pretrained.resnet_variables(state_dict, depth, like=trunk, source=source)
-    new = {}
-    for c, current in (("params", state.params), ("batch_stats", state.batch_stats)):
-        filled = _matched(trunk[c], loaded[c], f"{where} ({c})")
-        new[c] = {"shared": {**shared[c], **filled}, "tasks": current["tasks"]}
-    state = state._replace(params=new["params"], batch_stats=new["batch_stats"])
+    params = _matched(trunk["params"], loaded["params"], f"{where} (params)")
+    params = {"shared": {**shared["params"], **params}, "tasks": state.params["tasks"]}
+    stats = state.batch_stats
+    if per_task:
+        tasks = dict(stats["tasks"])
+        for name, current in per_task.items():
+            filled = _matched(
+                {k: v for k, v in current.items() if k in pretrained.RESNET_MODULES},
+                loaded["batch_stats"],
+                f"{where} (batch_stats of task {name!r})",
+            )
+            tasks[name] = {**tasks[name], TRUNK_STATS: {**current, **filled}}
+        stats = {"shared": stats["shared"], "tasks": tasks}
+    else:
+        filled = _matched(trunk["batch_stats"], loaded["batch_stats"], f"{where} (batch_stats)")
+        stats = {"shared": {**shared["batch_stats"], **filled}, "tasks": stats["tasks"]}
+    state = state._replace(params=params, batch_stats=stats)
     return state, list(state.params["tasks"])
 
 
@@ -126,7 +149,8 @@ def warm_start(state: TrainState, source: str | Path) -> tuple[TrainState, list[
     state dict (`mtl_jax.models.pretrained`): it fills the shared ResNet trunk
     (`model.trunk` "resnet18"/"resnet50", width multiplier 1, any output stride; the
     "hps" or "mtan" architecture); every head (and MTAN's shared attention blocks) stays
-    fresh, so the returned list names every task.
+    fresh, so the returned list names every task. With per-task trunk statistics
+    (`model.input_bn` "per_task") each task's set starts from the file's.
 
     Raises:
       FileNotFoundError: no variables at `source`.
