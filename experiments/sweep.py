@@ -426,6 +426,8 @@ def main(argv: list[str] | None = None, *, prog: str | None = None) -> int:
     (root / "provenance.json").write_text(json.dumps(record, indent=2) + "\n")
     footer = summary.provenance_note(record)
     table = summary.to_markdown(rows, title=title, directions=directions)
+    if isinstance(baseline, dict):  # from this sweep's single-task runs
+        table += summary.stl_baseline_note(baseline)
     (root / "summary.md").write_text(table + footer)
     (root / "summary.csv").write_text(summary.to_csv(rows))
     plots.plot_pareto(runs, pareto[0], pareto[1], directions, root / "pareto.png")

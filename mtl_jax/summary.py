@@ -351,6 +351,13 @@ def _interval(half_width: float | None) -> str:
     return "" if half_width is None else f" (±{half_width:.2g})"
 
 
+def stl_baseline_note(baseline: Mapping[str, float]) -> str:
+    """A Markdown line giving the Δm% baseline taken from a sweep's single-task runs
+    (`single_task_baseline`), so that a table shows what its Δm% is relative to."""
+    values = ", ".join(f"{key} {value:.4g}" for key, value in sorted(baseline.items()))
+    return f"\nΔm% baseline: this sweep's single-task runs (`--stl`), mean over seeds: {values}.\n"
+
+
 def to_markdown(
     rows: Sequence[Row],
     *,

@@ -72,6 +72,10 @@ def test_single_task_baseline_and_errors(tmp_path):
     _write_run(tmp_path / "stl", "b", 0, {"b/err": 4.0, "b/loss": 1.0}, tasks="b")
     baseline = summary.single_task_baseline(summary.load_runs(tmp_path / "stl"))
     assert baseline == {"a/acc": 70.0, "b/err": 4.0}
+    assert summary.stl_baseline_note(baseline) == (
+        "\nΔm% baseline: this sweep's single-task runs (`--stl`), mean over seeds: "
+        "a/acc 70, b/err 4.\n"
+    )
     _write_run(tmp_path / "mtl", "equal", 0, {"a/acc": 1.0}, tasks="a,b")
     with pytest.raises(ValueError, match="lacks metric"):
         summary.summarize(summary.load_runs(tmp_path / "mtl"), DIRECTIONS)
