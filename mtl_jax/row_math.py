@@ -17,6 +17,12 @@ import jax.numpy as jnp
 PyTree = Any
 
 
+def _leaf_product(a: jax.Array, b: jax.Array) -> jax.Array:
+    flat_a = a.reshape(a.shape[0], -1).astype(jnp.float32)
+    flat_b = b.reshape(b.shape[0], -1).astype(jnp.float32)
+    return jnp.matmul(flat_a, flat_b.T, precision=jax.lax.Precision.HIGHEST)
+
+
 def _leaf_gramian(leaf: jax.Array) -> jax.Array:
     flat = leaf.reshape(leaf.shape[0], -1).astype(jnp.float32)
     return jnp.matmul(flat, flat.T, precision=jax.lax.Precision.HIGHEST)
@@ -25,6 +31,16 @@ def _leaf_gramian(leaf: jax.Array) -> jax.Array:
 def gramian(rows: PyTree) -> jax.Array:
     """`G = J Jᵀ` [T, T] of rows stored as a pytree with a leading task axis (float32)."""
     return sum(_leaf_gramian(leaf) for leaf in jax.tree.leaves(rows))
+
+
+def cross_gramian(rows_a: PyTree, rows_b: PyTree) -> jax.Array:
+    """`J_a J_bᵀ` [T, T] of two sets of rows of the same structure, e.g. the per-task
+    gradients of two independent mini-batches (the double-sampling Gramian of SDMGrad
+    and MoDo: an unbiased estimate of `E[J] E[J]ᵀ`, not symmetric in general)."""
+    return sum(
+        _leaf_product(a, b)
+        for a, b in zip(jax.tree.leaves(rows_a), jax.tree.leaves(rows_b), strict=True)
+    )
 
 
 def block_gramians(rows: PyTree, leaf_blocks: Sequence[int], num_blocks: int) -> jax.Array:

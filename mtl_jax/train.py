@@ -168,6 +168,19 @@ def check_step_options(
         raise OptionError(
             "head_grads", 'head_grads="weighted" needs task weights; jacobian methods have none'
         )
+    if weighting.batches != 1:
+        if weighting.batches < 2 or weighting.kind != GRAMIAN or weighting.blocks != "whole":
+            raise OptionError(
+                "weighting",
+                f"batches={weighting.batches}: multi-batch methods are gramian-kind over the "
+                "whole shared parameters and take 2 or more batches",
+            )
+        if rep_grad:
+            raise OptionError(
+                "rep_grad",
+                f"a multi-batch method ({weighting.batches} batches per step) needs parameter "
+                "mode (rep_grad=False)",
+            )
     param_blocks.check(weighting.blocks, "weighting")
     if weighting.blocks == "whole":
         return
@@ -210,6 +223,14 @@ def make_train_step(
       Gramian methods get `G` [T, T] and return weights, the shared gradient is
       `Σ_t w_t g_t` (from the rows already computed, or one trunk pullback in `rep_grad`
       mode); jacobian methods return the direction from the rows themselves.
+
+    Multi-batch methods (`weighting.batches` = k > 1: SDMGrad, MoDo) take a batch
+    `{"0": batch_0, ..., "k-1": batch_k-1}` of k independent mini-batches: k forwards in
+    turn (BatchNorm statistics updated by each, as k training-mode forwards in torch;
+    dropout keys split per batch), the per-task rows of each, the cross-Gramian `J_0 J_1ᵀ`
+    for the method, the shared gradient `Σ_t w_t g_t` from the last batch's rows, every
+    head the mean of its own gradients over the k batches, and `loss` the mean over the
+    k batches (cost: k forwards and k·T trunk pullbacks).
 
     Then one optax update of all parameters. Methods with an `after_update` hook (FAMO)
     get the losses of the same batch under the new parameters, from one extra forward
@@ -350,27 +371,71 @@ def make_train_step(
         GRAMIAN: gramian_method_gradient,
         JACOBIAN: jacobian_method_gradient,
     }[weighting.kind]
+    batch_names = tuple(str(i) for i in range(weighting.batches))
 
-    def step(state: TrainState, batch: dict):
-        # The step's randomness (dropout, the method's draws) is a function of (seed, step).
-        keys = step_keys(state.rng, state.step)
+    def one_batch(state: TrainState, batch: dict, keys: StepKeys):
+        """(shared gradient, head gradients, losses, batch statistics, the update's batch)."""
         pullbacks = jacobian.forward_with_pullbacks(
             model, tasks, state.params, state.batch_stats, batch, train=True, rng=keys.model
         )
         # The step is not differentiated: losses and weights are plain values here.
-        shared_grads, weights, weighting_state, method_metrics, diagnostics = shared_gradient(
-            pullbacks, state, batch, keys.weighting
+        gradient = shared_gradient(pullbacks, state, batch, keys.weighting)
+        return gradient, pullbacks.head_grads, pullbacks.losses, pullbacks.batch_stats, batch
+
+    def multi_batch(state: TrainState, batches: dict, keys: StepKeys):
+        """`one_batch` for a multi-batch method (see the docstring)."""
+        if not isinstance(batches, Mapping) or tuple(sorted(batches)) != batch_names:
+            found = sorted(batches) if isinstance(batches, Mapping) else type(batches).__name__
+            raise ValueError(
+                f"a {weighting.batches}-batch method takes a batch {{'0': ..., "
+                f"'{weighting.batches - 1}': ...}} of {weighting.batches} mini-batches; got "
+                f"{found}"
+            )
+        stats, pulls, rows = state.batch_stats, [], []
+        model_keys = jax.random.split(keys.model, weighting.batches)
+        for name, model_key in zip(batch_names, model_keys, strict=True):
+            pullbacks = jacobian.forward_with_pullbacks(
+                model, tasks, state.params, stats, batches[name], train=True, rng=model_key
+            )
+            stats = pullbacks.batch_stats
+            pulls.append(pullbacks)
+            rows.append(
+                jacobian.shared_jacobian(
+                    pullbacks, strategy=jacobian_strategy, chunk_size=jacobian_chunk_size
+                )
+            )
+        losses = jnp.mean(jnp.stack([p.losses for p in pulls]), axis=0)
+        weights, weighting_state, method_metrics = weighting.update(
+            losses,
+            state.weighting_state,
+            key=keys.weighting,
+            gramian=row_math.cross_gramian(rows[0], rows[1]),
+            rows=rows[-1],
         )
-        task_grads = pullbacks.head_grads
+        gradient = SharedGradient(
+            row_math.combine(weights, rows[-1]),
+            weights,
+            weighting_state,
+            method_metrics,
+            diagnostics_of(row_math.gramian(rows[-1])),
+        )
+        heads = jax.tree.map(lambda *g: sum(g) / len(g), *(p.head_grads for p in pulls))
+        return gradient, heads, losses, stats, batches[batch_names[-1]]
+
+    def step(state: TrainState, batch: dict):
+        # The step's randomness (dropout, the method's draws) is a function of (seed, step).
+        keys = step_keys(state.rng, state.step)
+        gradient, task_grads, losses, batch_stats, batch = (
+            one_batch if weighting.batches == 1 else multi_batch
+        )(state, batch, keys)
+        shared_grads, weights, weighting_state, method_metrics, diagnostics = gradient
         if head_grads == "weighted":
             task_grads = {
                 name: jax.tree.map(lambda g, w=weights[i]: w * g, task_grads[name])
                 for i, name in enumerate(names)
             }
         grads = {"shared": shared_grads, "tasks": task_grads}
-        updates, opt_state = tx.update(
-            grads, state.opt_state, state.params, **extra_args(pullbacks.losses)
-        )
+        updates, opt_state = tx.update(grads, state.opt_state, state.params, **extra_args(losses))
         params = optax.apply_updates(state.params, updates)
         if weighting.after_update is not None:
             preds, _ = model.apply(
@@ -381,18 +446,18 @@ def make_train_step(
             )
             losses_after = jacobian.loss_vector(tasks, preds, batch)
             weighting_state, after_metrics = weighting.after_update(
-                pullbacks.losses, losses_after, weighting_state
+                losses, losses_after, weighting_state
             )
             method_metrics = {**method_metrics, **after_metrics}
         new_state = TrainState(
             step=state.step + 1,
             params=params,
-            batch_stats=pullbacks.batch_stats,
+            batch_stats=batch_stats,
             opt_state=opt_state,
             weighting_state=weighting_state,
             rng=state.rng,
         )
-        metrics = {"loss": pullbacks.losses, **diagnostics}
+        metrics = {"loss": losses, **diagnostics}
         if weights is not None:
             metrics["weights"] = weights
         metrics.update({f"weighting/{k}": v for k, v in method_metrics.items()})

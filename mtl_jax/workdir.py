@@ -87,6 +87,13 @@ def _flatten(record: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 ADDED_KEYS: dict[str, Any] = {
     "model.init_from": "",
     "model.input_bn": "shared",
+    "model.num_shared_experts": 1,
+    "model.num_task_experts": 1,
+    "model.ple_levels": 0,
+    "model.dselect_k": 2,
+    "model.dselect_gamma": 1.0,
+    "model.ltb_levels": 0,
+    "model.ltb_temperature": 1.0,
     "conflict_every_steps": 0,
     "dataset.augment": "",
     "dataset.sampler": "uniform",

@@ -230,7 +230,9 @@ def test_build_model_defaults_to_hard_parameter_sharing():
     tasks = {"L": Classification("L"), "R": Classification("R")}
     model = build_model("lenet", tasks)
     assert model.tied == () and set(model.heads) == {"L", "R"}
-    assert set(ARCHITECTURES) == {"hps", "mtan", "cross_stitch", "mmoe"}
+    assert set(ARCHITECTURES) == {
+        "hps", "mtan", "cross_stitch", "mmoe", "cgc", "ple", "dselect_k", "ltb"
+    }  # fmt: skip
     assert {"lenet", "seed_cnn", "small_resnet", "small_resnet_pooled"} <= set(TRUNKS)
 
 
@@ -248,6 +250,10 @@ def test_build_model_defaults_to_hard_parameter_sharing():
         ("lenet", "hps", {"a": Classification("a")}, {"width_multiplier": 0.5}, "fixed size"),
         ("resnet18", "hps", {"a": Classification("a")}, {"aspp_dropout": 1.0}, "aspp_dropout"),
         ("lenet", "mmoe", {"a": Classification("a")}, {"num_experts": 0}, "num_experts"),
+        ("lenet", "cgc", {"a": Classification("a")}, {"num_task_experts": 0}, "num_task_"),
+        ("seed_cnn", "ple", {"a": Classification("a")}, {}, "supported trunks"),
+        ("lenet", "dselect_k", {"a": Classification("a")}, {"dselect_k": 9}, "dselect_k"),
+        ("lenet", "ltb", {"a": Classification("a")}, {"ltb_levels": 9}, "ltb_levels"),
         ("lenet", "hps", {}, {}, "at least one task"),
     ],
 )

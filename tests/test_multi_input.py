@@ -465,8 +465,14 @@ def test_every_method_trains_on_per_task_inputs(name, rep_grad):
     state = create_train_state(model, tx, w, make_batch()["inputs"], seed=0, rep_grad=rep_grad)
     structure = jax.tree.structure(state)
     step = make_train_step(model, TASKS, tx, w, rep_grad=rep_grad)
-    state, _ = step(state, make_batch(seed=1))
-    state, metrics = step(state, make_batch(seed=2))
+
+    def batch(seed):  # a multi-batch method (SDMGrad, MoDo) takes w.batches of them
+        if w.batches == 1:
+            return make_batch(seed=seed)
+        return {str(i): make_batch(seed=10 * seed + i) for i in range(w.batches)}
+
+    state, _ = step(state, batch(1))
+    state, metrics = step(state, batch(2))
     assert step._cache_size() == 1, "recompiled on the second call"
     assert jax.tree.structure(state) == structure
     assert metrics["loss"].shape == (len(NAMES),) and np.all(np.isfinite(metrics["loss"]))

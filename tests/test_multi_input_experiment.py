@@ -135,6 +135,12 @@ def test_config_errors_name_the_key():
         )
     with pytest.raises(ConfigError, match="'model.input_bn'.*unknown value 'bogus'"):
         build_experiment(_digit_config(**{"model.input_bn": "bogus"}))
+    with pytest.raises(ConfigError, match="'conflict_every_steps'.*per-task inputs"):
+        build_experiment(_digit_config(conflict_every_steps=100))
+    multi_batch = test_config.get_config()
+    multi_batch.weighting.name, multi_batch.conflict_every_steps = "modo", 5
+    with pytest.raises(ConfigError, match="'conflict_every_steps'.*'modo' takes 3 batches"):
+        build_experiment(multi_batch)
     single = test_config.get_config()
     single.model.input_bn = "per_task"
     with pytest.raises(ConfigError, match="'model.input_bn'.*one input for every task"):

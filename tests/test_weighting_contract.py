@@ -36,6 +36,22 @@ def build(name: str, num_tasks: int = 3) -> weighting.Weighting:
 
 UPDATE_KEYWORDS = ("key", "gramian", "rows")
 
+# Non-default options shared with torchjd / LibMTL (for 3 tasks), run through the same
+# contract; their defining behaviour is tested in test_weighting_options.py.
+OPTION_VARIANTS = {
+    "upgrad": [{"pref_vector": (0.2, 0.3, 0.5)}, {"normalize_rows": True}],
+    "dualproj": [{"pref_vector": (0.2, 0.3, 0.5)}],
+    "config": [{"pref_vector": (1.0, 2.0, 3.0)}],
+    "aligned_mtl": [
+        {"pref_vector": (1.0, 1.0, 2.0)},
+        {"scale_mode": "median"},
+        {"scale_mode": "rmse"},
+    ],
+    "graddrop": [{"leak": (0.0, 0.5, 1.0)}, {"leak": {"task0": 0.2, "task1": 0.0, "task2": 1.0}}],
+    "excess_mtl": [{"n_warmup_steps": 0}, {"n_warmup_steps": 3}],
+}
+OPTION_CASES = [(name, options) for name, cases in OPTION_VARIANTS.items() for options in cases]
+
 
 def test_every_exported_method_is_listed_and_builds():
     for name in weighting.METHODS:
@@ -60,7 +76,15 @@ def test_every_exported_method_is_listed_and_builds():
 
 @pytest.mark.parametrize("name", weighting.METHODS)
 def test_contract(name):
-    method = build(name)
+    check_contract(build(name))
+
+
+@pytest.mark.parametrize(("name", "options"), OPTION_CASES, ids=lambda x: str(x))
+def test_contract_with_options(name, options):
+    check_contract(weighting.create(name, **options))
+
+
+def check_contract(method):
     names = weighting.default_task_names(3)
     state = method.init_for(names, jax.ShapeDtypeStruct((20,), jnp.float32))
     rng = np.random.default_rng(0)
@@ -103,9 +127,17 @@ def test_finite_on_bank(name, case):
 
 @pytest.mark.parametrize("name", weighting.METHODS)
 def test_converges_on_conflicting_quadratics(name):
+    check_converges(build(name, 3), name)
+
+
+@pytest.mark.parametrize(("name", "options"), OPTION_CASES, ids=lambda x: str(x))
+def test_converges_on_conflicting_quadratics_with_options(name, options):
+    check_converges(weighting.create(name, **options), name)
+
+
+def check_converges(method, name):
     """Tasks L_t = ‖x − a_t‖²/2 conflict; descent must end on their Pareto set."""
     targets = jnp.asarray([[1.0, 0.0], [0.0, 1.0], [-1.0, -1.0]])
-    method = build(name, 3)
     state = method.init_for(
         weighting.default_task_names(3), jax.ShapeDtypeStruct((2,), jnp.float32)
     )

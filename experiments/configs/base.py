@@ -35,11 +35,19 @@ def get_config() -> ml_collections.ConfigDict:
 
     config.model = ml_collections.ConfigDict()
     config.model.trunk = "lenet"
-    config.model.architecture = "hps"  # hps | mtan | cross_stitch | mmoe
+    # hps | mtan | cross_stitch | mmoe | cgc | ple | dselect_k | ltb
+    config.model.architecture = "hps"
     config.model.head_hidden = (50,)  # MLP head hidden widths (vector tasks)
     config.model.dense_head_hidden = 64  # dense head hidden width (per-pixel tasks)
     config.model.width_multiplier = 1.0  # segnet / resnet / celeba_cnn widths
-    config.model.num_experts = 3  # mmoe
+    config.model.num_experts = 3  # mmoe, dselect_k
+    config.model.num_shared_experts = 1  # cgc, ple: shared experts (per level)
+    config.model.num_task_experts = 1  # cgc, ple: each task's own experts (per level)
+    config.model.ple_levels = 0  # ple: extraction levels, 0 = one per trunk stage
+    config.model.dselect_k = 2  # dselect_k: most experts a gate selects
+    config.model.dselect_gamma = 1.0  # dselect_k: smooth-step gamma
+    config.model.ltb_levels = 0  # ltb: blocks per column, 0 = one per trunk stage
+    config.model.ltb_temperature = 1.0  # ltb: Gumbel-softmax temperature
     config.model.aspp_dropout = 0.5  # DeepLab heads on ResNet trunks
     # Multi-input datasets: the trunk's BatchNorm running statistics, one set for every
     # task ("shared", LibMTL's) or one per task ("per_task"); see MultiTaskModel.

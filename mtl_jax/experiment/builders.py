@@ -298,6 +298,13 @@ def _model_of(config: ml_collections.ConfigDict, tasks: Mapping[str, Task]) -> M
             width_multiplier=model.width_multiplier,
             num_experts=model.num_experts,
             aspp_dropout=model.aspp_dropout,
+            num_shared_experts=model.num_shared_experts,
+            num_task_experts=model.num_task_experts,
+            ple_levels=model.ple_levels,
+            dselect_k=model.dselect_k,
+            dselect_gamma=model.dselect_gamma,
+            ltb_levels=model.ltb_levels,
+            ltb_temperature=model.ltb_temperature,
         )
     except OptionError as error:
         key = _MODEL_KEYS.get(error.option, f"model.{error.option}")
@@ -479,6 +486,17 @@ def build_experiment(
         raise ConfigError(
             "config key 'conflict_every_steps' must be 0 (off) or a multiple of "
             f"log_every_steps ({config.log_every_steps}), got {every}"
+        )
+    if every and (spec.multi_input or method.batches > 1):
+        raise ConfigError(
+            "config key 'conflict_every_steps': the per-layer conflict diagnostics take one "
+            "image batch for every task and one batch per step; "
+            + (
+                f"dataset {config.dataset.name!r} has per-task inputs"
+                if spec.multi_input
+                else f"method {config.weighting.name!r} takes {method.batches} batches per step"
+            )
+            + " (set it to 0)"
         )
     if every and len(tasks) < 2:
         raise ConfigError(

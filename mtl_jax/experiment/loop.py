@@ -339,6 +339,14 @@ def _train(run: _Run, stop: StopFlag, progress: bool, start: float) -> dict[str,
             return logs(step) or evaluates(step) or saves(step)
 
         rate = StepRate(first - 1)
+        # Multi-batch methods (SDMGrad, MoDo) take k consecutive batches of the stream per
+        # step, so the iterator's position stays the count of batches consumed.
+        per_step = run.exp.weighting.batches
+
+        def next_batch():
+            if per_step == 1:
+                return next(batches)
+            return {str(i): next(batches) for i in range(per_step)}
 
         def settle(step: int, metrics: dict) -> None:
             """Reads step's finite flags; logs it if due or non-finite; counts skips."""
@@ -372,7 +380,7 @@ def _train(run: _Run, stop: StopFlag, progress: bool, start: float) -> dict[str,
         first_step_s = None  # the first step of this run, compilation included
         pending = None  # (step, metrics) whose flags are not read yet
         for step in range(first, config.num_steps + 1):
-            state, metrics = train_step(state, next(batches))
+            state, metrics = train_step(state, next_batch())
             if first_step_s is None:
                 jax.block_until_ready(metrics)
                 first_step_s = time.perf_counter() - train_start

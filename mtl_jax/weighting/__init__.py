@@ -40,12 +40,14 @@ from mtl_jax.weighting._krum import KrumState, krum
 from mtl_jax.weighting._mgda import MGDAState, mgda
 from mtl_jax.weighting._min_norm import MinNormResult, min_norm_simplex
 from mtl_jax.weighting._moco import MoCoState, moco
+from mtl_jax.weighting._modo import MoDoState, modo
 from mtl_jax.weighting._nash_mtl import NashMTLState, nash_mtl
 from mtl_jax.weighting._pbi import PBIState, pbi
 from mtl_jax.weighting._pcd import PCDState, pcd
 from mtl_jax.weighting._pcgrad import PCGradState, pcgrad
 from mtl_jax.weighting._rlw import RLWState, rlw
 from mtl_jax.weighting._scale_invariant import ScaleInvariantState, scale_invariant
+from mtl_jax.weighting._sdmgrad import SDMGradState, sdmgrad
 from mtl_jax.weighting._stch import STCHState, stch
 from mtl_jax.weighting._trimmed_mean import TrimmedMeanState, trimmed_mean
 from mtl_jax.weighting._uncertainty import UncertaintyState, uncertainty
@@ -75,12 +77,14 @@ METHODS = (
     "krum",
     "mgda",
     "moco",
+    "modo",
     "nash_mtl",
     "pbi",
     "pcd",
     "pcgrad",
     "rlw",
     "scale_invariant",
+    "sdmgrad",
     "stch",
     "trimmed_mean",
     "uncertainty",
@@ -117,11 +121,13 @@ __all__ = [
     "MGDAState",
     "MinNormResult",
     "MoCoState",
+    "MoDoState",
     "NashMTLState",
     "PBIState",
     "PCDState",
     "PCGradState",
     "RLWState",
+    "SDMGradState",
     "STCHState",
     "ScaleInvariantState",
     "TrimmedMeanState",
@@ -155,6 +161,7 @@ __all__ = [
     "mgda",
     "min_norm_simplex",
     "moco",
+    "modo",
     "nash_mtl",
     "pbi",
     "pcd",
@@ -162,6 +169,7 @@ __all__ = [
     "project_onto_dual_cone",
     "rlw",
     "scale_invariant",
+    "sdmgrad",
     "stch",
     "trimmed_mean",
     "uncertainty",

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mtl_jax.weighting._base import GRAMIAN, Weighting
-from mtl_jax.weighting._dual_cone import check_num_tasks, check_pref_vector
+from mtl_jax.weighting._dual_cone import check_num_tasks, check_pref_vector, preference_vector
 
 # Preferences `p`: 1 (LibMTL) or 1/T (torchjd).
 REDUCTIONS = ("sum", "mean")
@@ -141,11 +141,7 @@ def aligned_mtl(
         del losses, key, rows
         num_tasks = gramian.shape[0]
         check_num_tasks("aligned_mtl", "pref_vector", pref_vector, num_tasks)
-        if pref_vector is None:
-            preference = 1.0 if reduction == "sum" else 1.0 / num_tasks
-            target = jnp.full((num_tasks,), preference, jnp.float32)
-        else:
-            target = jnp.asarray(pref_vector, jnp.float32)
+        target = preference_vector(reduction, pref_vector, num_tasks)
         balance, rank = balance_transformation(gramian, rank_tol=rank_tol, scale_mode=scale_mode)
         weights = balance @ target
         return weights, state, {"rank": rank}

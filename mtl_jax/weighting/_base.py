@@ -30,6 +30,12 @@ hook that sees the losses after the parameter update.
   `gramian` is [B, T, T], one Gramian per parameter block (they sum to the full one), and
   `weights` is [T] (every block) or [B, T] (block b's rows are combined with `weights[b]`).
   Blocks partition shared *parameters*, so these methods need parameter mode.
+* Multi-batch `GRAMIAN` methods (`batches` = k > 1: SDMGrad, MoDo) take k independent
+  mini-batches per step (the train step gets `{"0": batch, ..., "k-1": batch}`):
+  `gramian` is then the cross-Gramian `J_0 J_1ᵀ` of the first two batches' per-task
+  gradients (double sampling; not symmetric), `losses` the [T] mean over the k batches,
+  and the returned weights combine the gradients of the last batch, `Σ_t w_t g_t^(k−1)`.
+  On one fixed batch (`aggregate`) the cross-Gramian is the ordinary one.
 * `after_update(losses_before, losses_after, state) -> (new_state, metrics)`, `None` for
   most methods: methods that learn from the effect of the step (FAMO) get the losses of
   the same batch under the updated parameters; the trainer then runs one extra forward.
@@ -58,8 +64,9 @@ Metrics = dict[str, jax.Array]
 class Weighting(NamedTuple):
     """A task-weighting method: `init`, `update`, the `kind` of input `update` needs, the
     optional `after_update` hook, for Gramian methods the parameter `blocks` their
-    Gramians are taken over, and whether `update` draws random numbers from its `key`
-    (`stochastic`; see the module docstring)."""
+    Gramians are taken over, whether `update` draws random numbers from its `key`
+    (`stochastic`) and how many independent mini-batches one step takes (`batches`; see
+    the module docstring)."""
 
     init: Callable[..., State]
     update: Callable[..., tuple[Any, State, Metrics]]
@@ -67,6 +74,7 @@ class Weighting(NamedTuple):
     after_update: Callable[[jax.Array, jax.Array, State], tuple[State, Metrics]] | None = None
     blocks: str = "whole"
     stochastic: bool = False
+    batches: int = 1
 
     @property
     def needs_row(self) -> bool:

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 
 from mtl_jax.row_math import reciprocal_where
 from mtl_jax.weighting._base import GRAMIAN, Weighting
-from mtl_jax.weighting._dual_cone import check_num_tasks, check_pref_vector
+from mtl_jax.weighting._dual_cone import check_num_tasks, check_pref_vector, preference_vector
 
 
 class ConFIGState(NamedTuple):
@@ -80,10 +80,10 @@ def config(*, rank_tol: float = 1e-5, pref_vector: Sequence[float] | None = None
         inverse_eigenvalues = reciprocal_where(eigenvalues, keep)
         # a = Ĝ⁺ p (p = 1 by default); zero rows of Ĝ give exact zeros in its null space
         # only up to round-off.
-        if pref_vector is None:
+        if pref_vector is None:  # Vᵀ1 as a sum, the numbers from before the option
             projected = jnp.sum(eigenvectors, axis=0)
         else:
-            projected = eigenvectors.T @ jnp.asarray(pref_vector, jnp.float32)
+            projected = eigenvectors.T @ preference_vector("sum", pref_vector, gram.shape[0])
         a = eigenvectors @ (inverse_eigenvalues * projected)
         a = jnp.where(nonzero, a, 0.0)
         unit_gram_a = unit_gram @ a

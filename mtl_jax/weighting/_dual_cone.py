@@ -105,8 +105,10 @@ def check_pref_vector(name: str, pref_vector) -> tuple[float, ...] | None:
 def preference_vector(
     reduction: str, pref_vector: tuple[float, ...] | None, num_tasks: int
 ) -> jax.Array:
-    """The [T] preference `p` of upgrad and dualproj: `pref_vector` as given, else
-    `reduction`'s `1/T` (`"mean"`) or `1` (`"sum"`) for every task."""
+    """The [T] preference `p` of `upgrad`, `dualproj`, `aligned_mtl` and `config`:
+    `pref_vector` as given (validated by `check_pref_vector`, not normalised, as torchjd's
+    `pref_vector_to_weighting` hands it to a `ConstantWeighting`), else `reduction`'s `1/T`
+    (`"mean"`) or `1` (`"sum"`) for every task."""
     if pref_vector is not None:
         return jnp.asarray(pref_vector, jnp.float32)
     return jnp.full((num_tasks,), 1.0 / num_tasks if reduction == "mean" else 1.0, jnp.float32)

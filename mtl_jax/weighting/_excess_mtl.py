@@ -6,6 +6,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from mtl_jax.row_math import combine
 from mtl_jax.weighting._base import JACOBIAN, Weighting
@@ -18,8 +19,9 @@ _MAX_INCREMENT = 100.0
 
 
 class ExcessMTLState(NamedTuple):
-    """Update count, AdaGrad accumulators `Σ_s g_s²` ([T, *row] per leaf), the first
-    update's excess-risk estimates [T] and the log-weights [T] (`λ = softmax`)."""
+    """Update count, AdaGrad accumulators `Σ_s g_s²` ([T, *row] per leaf), the baseline
+    excess-risk estimates [T] (during the warm-up, the running sum of the estimates) and the
+    log-weights [T] (`λ = softmax`)."""
 
     step: jax.Array
     grad_sq_sum: Any
@@ -27,7 +29,7 @@ class ExcessMTLState(NamedTuple):
     log_weights: jax.Array
 
 
-def excess_mtl(*, robust_step_size: float = 1e-2) -> Weighting:
+def excess_mtl(*, robust_step_size: float = 1e-2, n_warmup_steps: int = 1) -> Weighting:
     """ExcessMTL, He et al., "Robust Multi-Task Learning with Excess Risks", ICML 2024,
     Alg. 1 (in the authors' LibMTL code).
 
@@ -40,6 +42,18 @@ def excess_mtl(*, robust_step_size: float = 1e-2) -> Weighting:
     `λ = 1/T`; the first update only records `ε⁽¹⁾`. Tasks far from their optimum
     relative to where they started gain weight; label noise, which raises the loss but
     not the excess risk, does not.
+
+    Warm-up (torchjd's `ExcessMTLWeighting(n_warmup_steps=...)`, read in its `forward`;
+    the paper's Appendix C.1): for the first `K = n_warmup_steps` updates the weights stay
+    uniform while the curvature accumulates, and the baseline is the mean of their
+    estimates, `ε⁽¹⁾ = (1/K) Σ_{k ≤ K} ε⁽ᵏ⁾`; update `K + 1` is the first to take a step,
+    with `r_t = ε_t / ε_t⁽¹⁾`. `K = 1`, the default, is the description above (the authors'
+    code, LibMTL and torchjd's default) and gives today's numbers bit for bit. `K = 0`
+    follows torchjd: the first update records `ε⁽¹⁾ = ε` and steps with the raw estimates
+    `r_t = ε_t` (not normalised, so its size depends on the gradients' scale; the increment
+    cap below bounds it). The paper recommends three epochs of warm-up,
+    `K = 3 · steps_per_epoch`. torchjd divides by `ε⁽¹⁾ + 1e-7` where we divide by `ε⁽¹⁾`
+    (0 where `ε⁽¹⁾ = 0`).
 
     The shared gradient is `d = Σ_t T λ_t g_t`: the loss weights `T λ` sum to `T`, so that
     the first update equals `equal()`'s, as in the authors' code. LibMTL's `ExcessMTL`
@@ -56,9 +70,11 @@ def excess_mtl(*, robust_step_size: float = 1e-2) -> Weighting:
 
     Args:
       robust_step_size: `η > 0` (the paper's code and LibMTL: 1e-2).
+      n_warmup_steps: `K ≥ 0`, the number of updates with uniform weights whose mean
+        estimate becomes the baseline (torchjd's name and default, 1; see above).
 
-    Metrics: `weights` [T], the loss weights `T λ`; `excess_risk` [T], `r_t` (0 at the
-    first update).
+    Metrics: `weights` [T], the loss weights `T λ`; `excess_risk` [T], `r_t` (0 during the
+    warm-up).
 
     Examples:
       >>> import jax.numpy as jnp
@@ -76,6 +92,15 @@ def excess_mtl(*, robust_step_size: float = 1e-2) -> Weighting:
         raise ValueError(
             f"excess_mtl: robust_step_size must be a finite number > 0, got {robust_step_size!r}"
         )
+    if (
+        not isinstance(n_warmup_steps, int | np.integer)
+        or isinstance(n_warmup_steps, bool)
+        or not 0 <= n_warmup_steps < 2**31 - 1
+    ):
+        raise ValueError(
+            f"excess_mtl: n_warmup_steps must be an integer >= 0, got {n_warmup_steps!r}"
+        )
+    n_warmup_steps = int(n_warmup_steps)
 
     def init(task_names, row):
         num_tasks = len(task_names)
@@ -96,12 +121,29 @@ def excess_mtl(*, robust_step_size: float = 1e-2) -> Weighting:
             return jnp.sum((jnp.square(g) / curvature).reshape(g.shape[0], -1), axis=1)
 
         risk = sum(jax.tree.leaves(jax.tree.map(leaf_risk, grad_sq_sum, rows)))
-        first = state.step == 0
-        initial_risk = jnp.where(first, risk, state.initial_risk)
-        ratio = jnp.where(
-            initial_risk > 0, risk / jnp.where(initial_risk > 0, initial_risk, 1.0), 0.0
-        )
-        ratio = jnp.where(first, 0.0, ratio)
+        if n_warmup_steps > 0:
+            warming_up = state.step < n_warmup_steps
+            # Warm-up sums the estimates; the first update after it turns the sum into
+            # their mean (for K = 1, `0 + ε` and `ε / 1` are ε exactly).
+            baseline = jnp.where(
+                state.step == n_warmup_steps,
+                state.initial_risk / n_warmup_steps,
+                state.initial_risk,
+            )
+            initial_risk = jnp.where(warming_up, state.initial_risk + risk, baseline)
+            ratio = jnp.where(
+                initial_risk > 0, risk / jnp.where(initial_risk > 0, initial_risk, 1.0), 0.0
+            )
+            ratio = jnp.where(warming_up, 0.0, ratio)
+        else:
+            # torchjd's n_warmup_steps=0: the first estimate is the baseline and its raw
+            # value drives the first step.
+            first = state.step == 0
+            initial_risk = jnp.where(first, risk, state.initial_risk)
+            ratio = jnp.where(
+                initial_risk > 0, risk / jnp.where(initial_risk > 0, initial_risk, 1.0), 0.0
+            )
+            ratio = jnp.where(first, risk, ratio)
         increment = jnp.minimum(robust_step_size * ratio, _MAX_INCREMENT)
         log_weights = state.log_weights + increment
         log_weights = log_weights - jnp.max(log_weights)

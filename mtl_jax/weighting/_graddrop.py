@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
 import jax
@@ -17,7 +17,7 @@ class GradDropState(NamedTuple):
     """Empty: the mask's uniforms come from the step key."""
 
 
-def graddrop(*, leak: float | Sequence[float] = 0.0) -> Weighting:
+def graddrop(*, leak: float | Sequence[float] | Mapping[str, float] = 0.0) -> Weighting:
     """GradDrop, Chen et al., "Just Pick a Sign: Optimizing Deep Multitask Models with
     Gradient Sign Dropout", NeurIPS 2020, Alg. 1 (lines 10–15).
 
@@ -46,11 +46,13 @@ def graddrop(*, leak: float | Sequence[float] = 0.0) -> Weighting:
 
     Args:
       leak: `ℓ_t ∈ [0, 1]`, the fraction of task t's gradient that passes the mask
-        unmasked: one number for every task, or a sequence with one per task in sorted-name
-        order, as torchjd's `GradDrop(leak=...)` (a 1-D tensor, one entry per row:
-        `(leak[i] + (1 - leak[i]) * M_i) * matrix[i]`, the per-task leak parameters of the
-        paper's Alg. 1). LibMTL has no leak (0, the default). `ℓ_t = 1` passes task t in
-        full; all ones give `Σ_t g_t`.
+        unmasked: one number for every task (LibMTL's `GradDrop` `leak`, a single float,
+        default 0: `per_grads * (leak + (1 - leak) * M)` in its `backward`), a sequence with
+        one per task in sorted-name order, as torchjd's `GradDrop(leak=...)` (a 1-D tensor,
+        one entry per row: `(leak[i] + (1 - leak[i]) * M_i) * matrix[i]` in its `forward`,
+        the per-task leak parameters of the paper's Alg. 1), or a mapping task name ->
+        leak naming exactly the tasks (checked by `init`). `ℓ = 0` (the default) is the
+        plain mask; `ℓ_t = 1` passes task t in full; all ones give `Σ_t g_t`.
 
     Metrics: `kept_fraction` [T], the fraction of each task's nonzero coordinates that
     the mask keeps (1 for a zero row).
@@ -68,7 +70,15 @@ def graddrop(*, leak: float | Sequence[float] = 0.0) -> Weighting:
     def valid(value):
         return isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value <= 1
 
-    if isinstance(leak, Sequence) and not isinstance(leak, str):
+    if isinstance(leak, Mapping):
+        if not leak or not all(isinstance(k, str) and valid(v) for k, v in leak.items()):
+            raise ValueError(
+                f"graddrop: leak must be a number in [0, 1] or a non-empty mapping task name "
+                f"-> number in [0, 1], got {leak!r}"
+            )
+        # Vectors are in sorted-name order, and `init` checks that the names are the tasks.
+        leaks = tuple(float(leak[name]) for name in sorted(leak))
+    elif isinstance(leak, Sequence) and not isinstance(leak, str):
         if not leak or not all(valid(v) for v in leak):
             raise ValueError(
                 f"graddrop: leak must be a number in [0, 1] or a non-empty sequence of them, "
@@ -90,6 +100,11 @@ def graddrop(*, leak: float | Sequence[float] = 0.0) -> Weighting:
 
     def init(task_names, row):
         del row
+        if isinstance(leak, Mapping) and set(leak) != set(task_names):
+            raise ValueError(
+                f"graddrop: leak is given for tasks {sorted(leak)} but the tasks are "
+                f"{sorted(task_names)}"
+            )
         check_tasks(len(task_names))
         return GradDropState()
 

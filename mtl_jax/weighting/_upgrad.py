@@ -60,11 +60,16 @@ def upgrad(
         `p`-weighted sum of the projected task gradients, `Σ_t p_t π(g_t)` (π is positively
         homogeneous), and `p = (1/T, …, 1/T)` is the default exactly. `None`: `reduction`.
       normalize_rows: scale every task gradient to unit norm before the projection (asked
-        for by torchjd users; not in torchjd 0.8): the QPs use `Ĝ_ij = G_ij / (‖g_i‖ ‖g_j‖)`
-        (zero rows stay zero) and the weights are returned for the raw gradients,
-        `w_t = ŵ_t / ‖g_t‖` (0 for a zero gradient), so the direction is
-        `Σ_t ŵ_t g_t / ‖g_t‖`. It no longer depends on the scale of any single task's loss,
-        and its norm is that of a combination of unit vectors, not of the gradients.
+        for by torchjd users; torchjd's `UPGrad` has no such option): normalising the rows
+        of J is, on the Gramian, `Ĝ_ij = G_ij / √(G_ii G_jj) = G_ij / (‖g_i‖ ‖g_j‖)` (the
+        cosines; rows with `G_tt = 0` stay zero), and the QPs use `Ĝ`. The weights are
+        returned for the raw gradients, `w_t = ŵ_t / ‖g_t‖` (0 for a zero gradient), so
+        the direction is `Σ_t ŵ_t g_t / ‖g_t‖`. It no longer depends on the scale of any
+        single task's loss, and its norm is that of a combination of unit vectors, not of
+        the gradients. `trace(Ĝ)` is the number of nonzero rows, so `norm_eps` no longer
+        treats small gradients as zero (the projection is skipped only when every row is
+        zero, and then `w = 0`).
+        `pref_vector` applies to the unit rows: `d = Σ_t p_t π(g_t / ‖g_t‖)`.
       norm_eps: torchjd's `norm_eps` (1e-4).
       reg_eps: torchjd's `reg_eps` (1e-4); must be positive.
       tol: dual-feasibility tolerance of the active-set solver (see
