@@ -316,8 +316,9 @@ def test_staged_architectures_name_the_trunks_they_support(architecture):
 @pytest.mark.parametrize(
     ("architecture", "options"),
     [
-        # ~17-20 s each on 2 CPU cores: CGC (PLE with one level) and DSelect-k (MMoE's
-        # trunk) run only with the slow tests.
+        # ~17-20 s each on 2 CPU cores: only PLE runs in the default test run; CGC (PLE
+        # with one level), DSelect-k (MMoE's trunk) and LTB (its forward is covered
+        # in-process above) with the slow tests.
         pytest.param("cgc", ["--config.model.num_shared_experts=2"], marks=pytest.mark.slow),
         ("ple", ["--config.model.ple_levels=2"]),
         pytest.param(
@@ -325,7 +326,7 @@ def test_staged_architectures_name_the_trunks_they_support(architecture):
             ["--config.model.num_experts=2", "--config.model.dselect_k=1"],
             marks=pytest.mark.slow,
         ),
-        ("ltb", ["--config.model.ltb_temperature=0.5"]),
+        pytest.param("ltb", ["--config.model.ltb_temperature=0.5"], marks=pytest.mark.slow),
     ],
 )
 def test_trains_from_the_cli(tmp_path, tiny_multi_mnist, architecture, options):

@@ -82,6 +82,7 @@ def test_digit_domains_killed_and_resumed_is_bitwise_equal(tmp_path, reference, 
     assert_bitwise_equal_runs(reference, workdir, STEPS)
 
 
+@pytest.mark.slow  # about 15 s: a CLI run
 def test_single_domain_run_reads_only_its_domain(tmp_path, data_dir, cache):
     workdir = tmp_path / "plain"
     args = (*ARGS[:1], "--config.tasks=plain", "--config.num_steps=2", "--config.batch_size=8")
