@@ -399,11 +399,10 @@ def make_train_step(
             )
             stats = pullbacks.batch_stats
             pulls.append(pullbacks)
-            rows.append(
-                jacobian.shared_jacobian(
-                    pullbacks, strategy=jacobian_strategy, chunk_size=jacobian_chunk_size
-                )
-            )
+            # (rows, their Gramian): parameter mode, whole (`check_step_options`).
+            rows.append(task_rows(pullbacks, state, batches[name])[:2])
+        gram = rows[-1][1]  # the update batch's, for the diagnostics
+        rows = [r for r, _ in rows]
         losses = jnp.mean(jnp.stack([p.losses for p in pulls]), axis=0)
         weights, weighting_state, method_metrics = weighting.update(
             losses,
@@ -417,7 +416,7 @@ def make_train_step(
             weights,
             weighting_state,
             method_metrics,
-            diagnostics_of(row_math.gramian(rows[-1])),
+            diagnostics_of(gram),
         )
         heads = jax.tree.map(lambda *g: sum(g) / len(g), *(p.head_grads for p in pulls))
         return gradient, heads, losses, stats, batches[batch_names[-1]]

@@ -40,6 +40,15 @@ STEPS_PER_EPOCH = 26  # ⌊1680 / 64⌋: amazon, the largest domain of LibMTL's 
 EPOCHS = 100
 
 
+def set_epochs(config, steps_per_epoch: int) -> None:
+    """`EPOCHS` epochs of `steps_per_epoch` steps, logged and evaluated every epoch,
+    checkpointed every 10."""
+    config.num_steps = EPOCHS * steps_per_epoch
+    config.log_every_steps = steps_per_epoch
+    config.eval_every_steps = steps_per_epoch
+    config.checkpoint_every_steps = 10 * steps_per_epoch
+
+
 def get_config():
     config = base.get_config()
     config.dataset.name = "office_31"
@@ -49,10 +58,7 @@ def get_config():
     config.model.head_hidden = ()  # one Linear(512, classes) per domain
     config.batch_size = 64
     config.eval_batch_size = 64
-    config.num_steps = EPOCHS * STEPS_PER_EPOCH
-    config.log_every_steps = STEPS_PER_EPOCH
-    config.eval_every_steps = STEPS_PER_EPOCH
-    config.checkpoint_every_steps = 10 * STEPS_PER_EPOCH
+    set_epochs(config, STEPS_PER_EPOCH)
     config.select_split = "val"
     config.optimizer.name = "adam"
     config.optimizer.learning_rate = 1e-4

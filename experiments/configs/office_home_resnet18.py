@@ -23,8 +23,5 @@ def get_config():
     config = office31_resnet18.get_config()
     config.dataset.name = "office_home"
     config.tasks = "Art,Clipart,Product,Real_World"
-    config.num_steps = office31_resnet18.EPOCHS * STEPS_PER_EPOCH
-    config.log_every_steps = STEPS_PER_EPOCH
-    config.eval_every_steps = STEPS_PER_EPOCH
-    config.checkpoint_every_steps = 10 * STEPS_PER_EPOCH
+    office31_resnet18.set_epochs(config, STEPS_PER_EPOCH)
     return config

@@ -38,7 +38,7 @@ from collections.abc import Iterator, Mapping
 import grain
 import numpy as np
 
-from mtl_jax.data.pipeline import Arrays, EpochPermutation
+from mtl_jax.data.pipeline import Arrays, EpochPermutation, batch_iterator
 
 TaskArrays = Mapping[str, Arrays]
 
@@ -248,9 +248,7 @@ def train_batches(
     def make_batch(batch_index: int) -> dict:
         return gather(arrays, indices(batch_index))
 
-    dataset = grain.MapDataset.range(start, stop).map(make_batch)
-    options = grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=2 * num_threads)
-    return iter(dataset.to_iter_dataset(options))
+    return batch_iterator(make_batch, start=start, stop=stop, num_threads=num_threads)
 
 
 def eval_batches(

@@ -389,7 +389,20 @@ def train_batches(
             raw = augment(raw, np.random.default_rng([seed, batch_index, _AUGMENT_STREAM]))
         return to_batch(raw, task_names)
 
-    dataset = grain.MapDataset.range(np.iinfo(np.int64).max).map(make_batch)
+    return batch_iterator(make_batch, num_threads=num_threads)
+
+
+def batch_iterator(
+    make_batch: Callable[[int], dict],
+    *,
+    start: int = 0,
+    stop: int = np.iinfo(np.int64).max,
+    num_threads: int = 0,
+) -> grain.DatasetIterator:
+    """grain's iterator of `make_batch(b)` for batch numbers `b = start, …, stop − 1`:
+    assembled in the calling thread (`num_threads=0`) or `num_threads` threads ahead (2
+    batches queued per thread); its state (`get_state` / `set_state`) is the position."""
+    dataset = grain.MapDataset.range(start, stop).map(make_batch)
     options = grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=2 * num_threads)
     return iter(dataset.to_iter_dataset(options))
 

@@ -75,6 +75,11 @@ def is_pretrained_file(source: str | Path) -> bool:
     return Path(source).suffix.lower() in pretrained.SUFFIXES
 
 
+def _resnet_part(tree: dict) -> dict:
+    """The entries of a trunk's variables that are ResNet modules (torchvision's)."""
+    return {k: v for k, v in tree.items() if k in pretrained.RESNET_MODULES}
+
+
 def _warm_start_pretrained(state: TrainState, source: str | Path) -> tuple[TrainState, list[str]]:
     """`state` with its ResNet trunk from the torchvision state dict at `source`."""
     where = f"init_from {str(source)!r}"
@@ -92,10 +97,7 @@ def _warm_start_pretrained(state: TrainState, source: str | Path) -> tuple[Train
         "batch_stats": next(iter(per_task.values())) if per_task else state.batch_stats["shared"],
     }
     # The trunk's own modules; others under "shared" (MTAN's tied blocks) stay fresh.
-    trunk = {
-        collection: {k: v for k, v in tree.items() if k in pretrained.RESNET_MODULES}
-        for collection, tree in shared.items()
-    }
+    trunk = {collection: _resnet_part(tree) for collection, tree in shared.items()}
     found = pretrained.resnet_depth(trunk)
     if found is None:
         raise ValueError(
@@ -123,7 +125,7 @@ def _warm_start_pretrained(state: TrainState, source: str | Path) -> tuple[Train
         tasks = dict(stats["tasks"])
         for name, current in per_task.items():
             filled = _matched(
-                {k: v for k, v in current.items() if k in pretrained.RESNET_MODULES},
+                _resnet_part(current),
                 loaded["batch_stats"],
                 f"{where} (batch_stats of task {name!r})",
             )

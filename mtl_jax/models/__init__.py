@@ -60,7 +60,7 @@ from mtl_jax.models.heads import ASPP, DeepLabHead, DenseHead, MLPHead
 from mtl_jax.models.mmoe import MMoEHead, MMoETrunk
 from mtl_jax.models.multitask import MultiTaskModel
 from mtl_jax.models.resnet import MTAN_TIED as RESNET_MTAN_TIED
-from mtl_jax.models.resnet import ResNet, ResNetEncoder, ResNetMTANHead
+from mtl_jax.models.resnet import TRUNK_DEPTHS, ResNet, ResNetEncoder, ResNetMTANHead
 from mtl_jax.models.segnet import FILTERS as SEGNET_FILTERS
 from mtl_jax.models.segnet import MTAN_TIED as SEGNET_MTAN_TIED
 from mtl_jax.models.segnet import SegNet, SegNetHead, SegNetMTANHead
@@ -96,8 +96,6 @@ __all__ = [
     "SmallResNet",
     "build_model",
 ]
-
-_RESNET_DEPTHS = {"resnet18": 18, "resnet50": 50}
 
 
 def _scaled(width: int, multiplier: float) -> int:
@@ -155,7 +153,7 @@ def _head(trunk: str, name: str, task: Task, options: Mapping[str, Any]) -> nn.M
         if not task.dense:
             raise ValueError(f"task {name!r}: SegNet only has heads for dense tasks")
         return SegNetHead(task.output_shape, dtype=dtype)
-    if trunk in _RESNET_DEPTHS:
+    if trunk in TRUNK_DEPTHS:
         if task.dense:
             return DeepLabHead(
                 task.output_shape,
@@ -198,7 +196,7 @@ def _mtan(trunk: str, tasks: Mapping[str, Task], options) -> MultiTaskModel:
             heads=heads,
             tied=(SEGNET_MTAN_TIED,),
         )
-    depth = _RESNET_DEPTHS[trunk]
+    depth = TRUNK_DEPTHS[trunk]
     width = _scaled(64, options["width_multiplier"])
     heads = {
         name: ResNetMTANHead(_head(trunk, name, task, options), depth, width, dtype=dtype)
@@ -210,7 +208,7 @@ def _mtan(trunk: str, tasks: Mapping[str, Task], options) -> MultiTaskModel:
 
 
 def _cross_stitch(trunk: str, tasks: Mapping[str, Task], options) -> MultiTaskModel:
-    depth = _RESNET_DEPTHS[trunk]
+    depth = TRUNK_DEPTHS[trunk]
     width = _scaled(64, options["width_multiplier"])
     names = sorted(tasks)
     common = {"num_tasks": len(names), "depth": depth, "width": width, "dtype": options["dtype"]}

@@ -35,6 +35,8 @@ from mtl_jax.models.layers import (
 )
 from mtl_jax.models.segnet import AttentionLayer
 
+# Trunk name (as written in configs) -> ResNet depth.
+TRUNK_DEPTHS = {"resnet18": 18, "resnet50": 50}
 # depth -> (block kind, blocks per stage)
 DEPTHS = {18: ("basic", (2, 2, 2, 2)), 50: ("bottleneck", (3, 4, 6, 3))}
 EXPANSION = {"basic": 1, "bottleneck": 4}

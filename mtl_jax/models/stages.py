@@ -24,13 +24,12 @@ import numpy as np
 
 from mtl_jax.models.conv import Conv
 from mtl_jax.models.layers import Dtype, max_pool_2x2
-from mtl_jax.models.resnet import DEPTHS, ResNet, ResNetStage, stage_schedule
+from mtl_jax.models.resnet import DEPTHS, TRUNK_DEPTHS, ResNet, ResNetStage, stage_schedule
 from mtl_jax.models.trunks import PatchConv
 
 # Trunk name -> number of stages, for the trunks that can be cut.
 NUM_STAGES = {"lenet": 3, "resnet18": 5, "resnet50": 5}
 STAGED_TRUNKS = tuple(NUM_STAGES)
-_RESNET_DEPTHS = {"resnet18": 18, "resnet50": 50}
 
 
 class TrunkStages(nn.Module):
@@ -70,7 +69,7 @@ class TrunkStages(nn.Module):
             else:
                 x = Conv(20, (5, 5), padding="VALID", dtype=dtype, name=name)(x)
             return nn.relu(max_pool_2x2(x))
-        depth = _RESNET_DEPTHS[self.trunk]
+        depth = TRUNK_DEPTHS[self.trunk]
         if index == 0:
             return ResNet(depth, self.width, num_stages=0, dtype=dtype, name=name)(x, train=train)
         kind, sizes = DEPTHS[depth]

@@ -122,28 +122,24 @@ def excess_mtl(*, robust_step_size: float = 1e-2, n_warmup_steps: int = 1) -> We
 
         risk = sum(jax.tree.leaves(jax.tree.map(leaf_risk, grad_sq_sum, rows)))
         if n_warmup_steps > 0:
-            warming_up = state.step < n_warmup_steps
-            # Warm-up sums the estimates; the first update after it turns the sum into
-            # their mean (for K = 1, `0 + ε` and `ε / 1` are ε exactly).
+            # Warm-up sums the estimates (no step: ratio 0); the first update after it
+            # turns the sum into their mean (for K = 1, `0 + ε` and `ε / 1` are ε exactly).
+            held, held_ratio = state.step < n_warmup_steps, 0.0
             baseline = jnp.where(
                 state.step == n_warmup_steps,
                 state.initial_risk / n_warmup_steps,
                 state.initial_risk,
             )
-            initial_risk = jnp.where(warming_up, state.initial_risk + risk, baseline)
-            ratio = jnp.where(
-                initial_risk > 0, risk / jnp.where(initial_risk > 0, initial_risk, 1.0), 0.0
-            )
-            ratio = jnp.where(warming_up, 0.0, ratio)
+            initial_risk = jnp.where(held, state.initial_risk + risk, baseline)
         else:
             # torchjd's n_warmup_steps=0: the first estimate is the baseline and its raw
             # value drives the first step.
-            first = state.step == 0
-            initial_risk = jnp.where(first, risk, state.initial_risk)
-            ratio = jnp.where(
-                initial_risk > 0, risk / jnp.where(initial_risk > 0, initial_risk, 1.0), 0.0
-            )
-            ratio = jnp.where(first, risk, ratio)
+            held, held_ratio = state.step == 0, risk
+            initial_risk = jnp.where(held, risk, state.initial_risk)
+        ratio = jnp.where(
+            initial_risk > 0, risk / jnp.where(initial_risk > 0, initial_risk, 1.0), 0.0
+        )
+        ratio = jnp.where(held, held_ratio, ratio)
         increment = jnp.minimum(robust_step_size * ratio, _MAX_INCREMENT)
         log_weights = state.log_weights + increment
         log_weights = log_weights - jnp.max(log_weights)

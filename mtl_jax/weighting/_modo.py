@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 
 from mtl_jax.weighting._base import GRAMIAN, Weighting
-from mtl_jax.weighting._simplex import project_onto_simplex
+from mtl_jax.weighting._simplex import project_onto_simplex, uniform_weights
 
 
 class MoDoState(NamedTuple):
@@ -56,8 +56,7 @@ def modo(*, gamma: float = 1e-3, rho: float = 0.1) -> Weighting:
         raise ValueError(f"modo: rho must be >= 0, got {rho}")
 
     def init(task_names):
-        num_tasks = len(task_names)
-        return MoDoState(weights=jnp.full((num_tasks,), 1.0 / num_tasks, jnp.float32))
+        return MoDoState(weights=uniform_weights(task_names))
 
     def update(losses, state, *, key, gramian=None, rows=None):
         del losses, key, rows

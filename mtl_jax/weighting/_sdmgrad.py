@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 
 from mtl_jax.weighting._base import GRAMIAN, Weighting
-from mtl_jax.weighting._simplex import project_onto_simplex
+from mtl_jax.weighting._simplex import project_onto_simplex, uniform_weights
 
 
 class SDMGradState(NamedTuple):
@@ -71,8 +71,7 @@ def sdmgrad(
         raise ValueError(f"sdmgrad: momentum must be in [0, 1), got {momentum}")
 
     def init(task_names):
-        num_tasks = len(task_names)
-        return SDMGradState(weights=jnp.full((num_tasks,), 1.0 / num_tasks, jnp.float32))
+        return SDMGradState(weights=uniform_weights(task_names))
 
     def update(losses, state, *, key, gramian=None, rows=None):
         del losses, key, rows

@@ -7,6 +7,11 @@ import jax
 import jax.numpy as jnp
 
 
+def uniform_weights(task_names) -> jax.Array:
+    """[T] float32 `1/T`: the simplex centre, where projected methods start."""
+    return jnp.full((len(task_names),), 1.0 / len(task_names), jnp.float32)
+
+
 def project_onto_simplex(v: jax.Array) -> jax.Array:
     """`argmin_{w ∈ Δ} ‖w − v‖` for [T] `v`, `Δ = {w ≥ 0, Σ w = 1}`.
 
